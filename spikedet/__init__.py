@@ -2,7 +2,13 @@
 
 Pipeline: data -> model (dual-error activation) -> train -> convert -> simulate -> evaluate / detect.
 """
-from .errors import SpikedetError
+import os
+
+# spikedet never downloads anything: ultralytics is told it is offline before it is first imported (it
+# probes the network at import). Set YOLO_OFFLINE=0 to let ultralytics fetch datasets or weights itself.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from .errors import SpikedetError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["SpikedetError", "__version__"]

@@ -1,0 +1,197 @@
+"""The dual-error surrogate: a ReLU that already makes the two errors an IF neuron will make.
+
+An IF neuron with threshold lambda, reset by subtraction and initial potential lambda/2, fed a constant
+current x for L steps, emits exactly clip(floor(x * L / lambda + 0.5), 0, L) spikes. Its output rate times
+lambda is therefore
+
+    y = lambda * clip(floor(x * L / lambda + 0.5) / L, 0, 1)
+
+which carries both conversion errors: *clipping* (nothing above lambda survives) and *quantization* (L + 1
+levels). Training the ANN through this function (Bu et al., QCFS, ICLR 2022; the dual-error method of Liu
+et al., 2023) lets it adapt to the errors before conversion. Each error can be switched off; with both off
+the module is a plain ReLU, the baseline of the ablation.
+"""
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+GRANULARITIES = ("layer", "channel")
+LAMBDA_GRADS = ("residue", "zero")
+
+
+@dataclass(frozen=True)
+class DualErrorSettings:
+    """Everything that defines the activation; recorded in checkpoints so a network can be rebuilt.
+
+    levels: L, the number of time steps the SNN is meant to run (L + 1 output levels).
+    granularity: one learned lambda per layer, or one per output channel (matching channel-wise
+        normalization at conversion).
+    clip / quantize: inject the clipping / the quantization error. Both off = plain ReLU.
+    init_percentile: lambda starts at this percentile of the activations seen during calibration.
+    lambda_grad: gradient of y w.r.t. lambda inside (0, lambda): the rounding residue (y - x) / lambda
+        (as in LSQ step-size learning), or zero. Above lambda it is always 1.
+    """
+
+    levels: int = 16
+    granularity: str = "channel"
+    clip: bool = True
+    quantize: bool = True
+    init_percentile: float = 99.9
+    lambda_grad: str = "residue"
+
+    def __post_init__(self):
+        if int(self.levels) < 1:
+            raise ValueError(f"dual-error levels must be >= 1, got {self.levels}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"dual-error granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.lambda_grad not in LAMBDA_GRADS:
+            raise ValueError(f"dual-error lambda_grad must be one of {LAMBDA_GRADS}, got {self.lambda_grad!r}")
+        if not 0 < self.init_percentile <= 100:
+            raise ValueError(f"dual-error init_percentile must be in (0, 100], got {self.init_percentile}")
+
+    @property
+    def is_relu(self) -> bool:
+        return not (self.clip or self.quantize)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DualErrorSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown dual-error settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def dual_error(x: torch.Tensor, lam: torch.Tensor, levels: int, clip: bool = True, quantize: bool = True,
+               lambda_grad: str = "residue") -> torch.Tensor:
+    """y = lambda * clip(floor(x * L / lambda + 0.5) / L, 0, 1), with either error switchable off.
+
+    lam broadcasts against x (a scalar, or shape (C, 1, 1) for per-channel thresholds).
+    """
+    return _DualError.apply(x, lam, int(levels), bool(clip), bool(quantize), lambda_grad == "residue")
+
+
+class _DualError(torch.autograd.Function):
+    """Forward in float32 or wider (a half-precision floor puts values on the wrong level); straight-through backward.
+
+    d y / d x = 1 for 0 < x < lambda (x > 0 when unclipped), else 0.
+    d y / d lambda = 1 where x >= lambda (clipped), (y - x) / lambda inside when the residue estimator is on.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lam, levels, clip, quantize, residue_grad):
+        compute = torch.promote_types(x.dtype, torch.float32)  # never below float32, float64 stays
+        xf, lf = x.to(compute), lam.to(compute)
+        if quantize:
+            y = torch.floor(xf * levels / lf + 0.5) * (lf / levels)
+            y = y.clamp(min=0)
+        else:
+            y = xf.clamp(min=0)
+        if clip:
+            y = torch.minimum(y, lf.expand_as(y))
+        ctx.save_for_backward(xf, lf, y)
+        ctx.flags = (clip, quantize, residue_grad)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        xf, lf, y = ctx.saved_tensors
+        clip, quantize, residue_grad = ctx.flags
+        g = grad_y.to(xf.dtype)
+        above = (xf >= lf) if clip else torch.zeros_like(xf, dtype=torch.bool)
+        inside = (xf > 0) & ~above
+        grad_x = torch.where(inside, g, torch.zeros_like(g)).to(grad_y.dtype)
+        d_lam = above.float()
+        if quantize and residue_grad:
+            d_lam = d_lam + torch.where(inside, (y - xf) / lf, torch.zeros_like(xf))
+        grad_lam = _sum_to_shape(g * d_lam, lf.shape).to(lf.dtype) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_lam, None, None, None, None
+
+
+def _sum_to_shape(t: torch.Tensor, shape) -> torch.Tensor:
+    """Reduce a broadcast gradient back to the parameter's shape."""
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    for dim, size in enumerate(shape):
+        if size == 1 and t.shape[dim] != 1:
+            t = t.sum(dim, keepdim=True)
+    return t
+
+
+class DualErrorReLU(nn.Module):
+    """Hidden-layer activation with a learned threshold lambda (per layer or per output channel).
+
+    Lives at a stable import path: ultralytics pickles whole modules into checkpoints and reloads them by
+    class path. Before training, `calibrate()` mode sets lambda from a percentile of the activations it
+    sees (progressively: each layer's calibration sees the already-clipped output of the layers before it).
+    """
+
+    def __init__(self, channels: int, settings: DualErrorSettings = DualErrorSettings()):
+        super().__init__()
+        self.settings = settings
+        n = channels if settings.granularity == "channel" else 1
+        self.lam = nn.Parameter(torch.ones(n), requires_grad=not settings.is_relu)
+        self.register_buffer("calibrated_batches", torch.zeros((), dtype=torch.long))
+        self.calibrating = False
+
+    def extra_repr(self) -> str:
+        s = self.settings
+        return (f"channels={self.lam.numel()}, L={s.levels}, granularity={s.granularity}, "
+                f"clip={s.clip}, quantize={s.quantize}")
+
+    def threshold(self) -> torch.Tensor:
+        """lambda shaped to broadcast over (N, C, H, W)."""
+        return self.lam.view(-1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            self._observe(x.detach())
+        s = self.settings
+        if s.is_relu:
+            return torch.relu(x)
+        lam = self.threshold().abs().clamp(min=1e-4)  # a threshold must stay positive
+        return dual_error(x, lam, s.levels, s.clip, s.quantize, s.lambda_grad)
+
+    @torch.no_grad()
+    def _observe(self, x: torch.Tensor):
+        """Running mean over batches of the chosen percentile of relu(x), per channel or per layer."""
+        a = torch.relu(x.float()).transpose(0, 1).reshape(x.shape[1], -1)
+        if self.settings.granularity == "layer":
+            a = a.reshape(1, -1)
+        p = percentile(a, self.settings.init_percentile).clamp(min=1e-3)
+        n = self.calibrated_batches.item()
+        self.lam.copy_((self.lam * n + p) / (n + 1) if n else p)
+        self.calibrated_batches += 1
+
+
+def percentile(rows: torch.Tensor, q: float) -> torch.Tensor:
+    """q-th percentile of each row (kthvalue: unlike torch.quantile it has no input-size limit)."""
+    n = rows.shape[1]
+    k = min(max(int(round(q / 100.0 * n)), 1), n)
+    return rows.kthvalue(k, dim=1).values
+
+
+def dual_error_modules(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, DualErrorReLU)]
+
+
+class calibrate_thresholds:
+    """Context manager: inside it, every DualErrorReLU sets its lambda from the activations it sees."""
+
+    def __init__(self, model: nn.Module):
+        self.modules = dual_error_modules(model)
+
+    def __enter__(self):
+        for m in self.modules:
+            m.calibrated_batches.zero_()
+            m.calibrating = True
+        return self
+
+    def __exit__(self, *exc):
+        for m in self.modules:
+            m.calibrating = False
+        return False
