@@ -1,0 +1,71 @@
+"""COCO box mAP through pycocotools' COCOeval, so the numbers are the ones papers report."""
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..errors import fail
+from .detections import load_detections
+
+# The order of COCOeval.stats.
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def evaluate_coco(gt_json_path, detections, verbose: bool = False) -> Dict[str, Optional[float]]:
+    """The 12 COCOeval bbox numbers as fractions, keyed by COCO_METRICS.
+
+    A metric whose area range holds no ground truth (pycocotools' -1) is None. `detections` is a
+    detections-file path or an already-loaded list; an empty list scores 0 wherever there is ground truth.
+    pycocotools' own printing is shown only with verbose=True.
+    """
+    dets = load_detections(detections)
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        coco_gt = _load_coco_gt(Path(gt_json_path))
+        _check_ids(dets, coco_gt, gt_json_path)
+        coco_dt = coco_gt.loadRes(dets.coco_results()) if len(dets) else _empty_results(coco_gt)
+        coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return {name: None if value == -1 else float(value) for name, value in zip(COCO_METRICS, coco_eval.stats)}
+
+
+def _load_coco_gt(path: Path) -> COCO:
+    """Read the instances JSON ourselves so a bad file is a one-line error, not a pycocotools traceback."""
+    try:
+        dataset = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise fail(path, "COCO ground truth file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise fail(path, f"not valid JSON ({e})") from None
+    if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= dataset.keys():
+        raise fail(path, "not a COCO instances file (needs images, annotations and categories)")
+    coco = COCO()
+    coco.dataset = dataset
+    coco.createIndex()
+    return coco
+
+
+def _check_ids(dets, coco_gt: COCO, gt_json_path) -> None:
+    """loadRes would only assert on unknown images, and unknown categories would be silently dropped."""
+    image_ids, category_ids = set(coco_gt.getImgIds()), set(coco_gt.getCatIds())
+    for index, (image_id, category_id) in enumerate(zip(dets.image_ids, dets.category_ids.tolist())):
+        if image_id not in image_ids:
+            raise fail(dets.source, f"entry {index}: image_id {image_id!r} is not an image of {gt_json_path}")
+        if category_id not in category_ids:
+            raise fail(dets.source,
+                       f"entry {index}: category_id {category_id} is not a category of {gt_json_path}")
+
+
+def _empty_results(coco_gt: COCO) -> COCO:
+    """A results object with no detections: loadRes cannot build one from [], but COCOeval scores it fine."""
+    results = COCO()
+    results.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
+                       "annotations": []}
+    results.createIndex()
+    return results
