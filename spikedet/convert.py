@@ -1,0 +1,242 @@
+"""ANN -> SNN conversion: fold batch-norm, normalize, replace activations by IF neurons.
+
+The converter walks the model's modules (Conv / BatchNorm / activation blocks, max and average pools, zero
+padding, upsampling, concatenation, the detection head), not one model family, and follows ultralytics'
+layer routing (`f`, `i`, `save`), which the darknet importer also produces.
+
+Normalization (Diehl et al. 2015; Rueckauer et al. 2017; channel-wise: Kim et al., Spiking-YOLO 2020):
+each spiking layer l gets an output scale lambda_l (one per output channel, or one per layer), and
+    W_l[o, i] <- W_l[o, i] * lambda_{l-1}[i] / lambda_l[o],   b_l[o] <- b_l[o] / lambda_l[o],
+so every neuron has threshold 1 and a spike stands for lambda_l[o] of ANN activity. lambda comes from the
+learned clip threshold of a clipping dual-error activation (its exact scale), or else from a percentile of
+the ANN's activations over calibration images.
+"""
+import copy
+from typing import Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activation import DualErrorReLU, percentile
+from .engine import SpikingNetwork
+from .errors import SpikedetError
+from .snn import ConcatChannels, IFNeuron, Integrator, PerStep, SpikeMaxPool, SpikingConv
+
+NORMALIZATIONS = ("channel", "layer")
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> nn.Conv2d:
+    """A new Conv2d (with bias) computing bn(conv(x)) in eval mode."""
+    w = conv.weight.detach().float().clone()
+    b = conv.bias.detach().float().clone() if conv.bias is not None else torch.zeros(w.shape[0])
+    if bn is not None:
+        scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
+        w = w * scale.view(-1, 1, 1, 1)
+        b = (b - bn.running_mean.float()) * scale + bn.bias.detach().float()
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    fused.weight.data, fused.bias.data = w, b
+    return fused
+
+
+def normalize_conv(conv: nn.Conv2d, in_scale: torch.Tensor, out_scale: torch.Tensor) -> nn.Conv2d:
+    """Rescale so input spikes worth in_scale[i] and unit thresholds represent out_scale[o] (in place)."""
+    out_ch, in_per_group = conv.weight.shape[:2]
+    group_of_out = torch.arange(out_ch) // (out_ch // conv.groups)
+    in_index = group_of_out.view(-1, 1) * in_per_group + torch.arange(in_per_group).view(1, -1)
+    conv.weight.data *= in_scale[in_index].view(out_ch, in_per_group, 1, 1) / out_scale.view(-1, 1, 1, 1)
+    conv.bias.data /= out_scale
+    return conv
+
+
+class ActivationStatistics:
+    """Percentiles of each activation module's output over calibration images, per channel and per layer.
+
+    Each batch contributes its own percentile and batches are averaged (the maximum when q = 100), so
+    memory stays at one batch of activations (peers that keep all activations need tens of GB).
+    """
+
+    def __init__(self, q: float):
+        self.q, self.per_channel, self.per_layer, self.batches = q, {}, {}, {}
+
+    def hook(self, key: nn.Module):
+        def record(_, __, out):
+            a = out.detach().float().transpose(0, 1).reshape(out.shape[1], -1)
+            for store, rows in ((self.per_channel, a), (self.per_layer, a.reshape(1, -1))):
+                p = percentile(rows, self.q)
+                n = self.batches.get(key, 0)
+                if key in store:
+                    p = torch.maximum(store[key], p) if self.q >= 100 else (store[key] * n + p) / (n + 1)
+                store[key] = p
+            self.batches[key] = self.batches.get(key, 0) + 1
+        return record
+
+
+def _activation_of(block: nn.Module):
+    act = getattr(block, "act", None)
+    return None if act is None or isinstance(act, nn.Identity) else act
+
+
+class Converter:
+    """Builds a SpikingNetwork from an ultralytics-style model (see convert() for the options)."""
+
+    def __init__(self, model: nn.Module, normalization: str, stats: Optional[ActivationStatistics],
+                 v_init: float, reset: str):
+        if normalization not in NORMALIZATIONS:
+            raise SpikedetError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.model, self.normalization, self.stats = model, normalization, stats
+        self.v_init, self.reset = v_init, reset
+        self.record = []  # one entry per spiking layer: where its scale came from
+
+    def scale_of(self, name: str, act: nn.Module, channels: int) -> torch.Tensor:
+        """lambda for the activation `act` (output channels `channels`)."""
+        if isinstance(act, DualErrorReLU) and act.settings.clip:
+            lam = act.lam.detach().float().abs().clamp(min=1e-4).expand(channels).clone()
+            source = "learned lambda"
+            if self.normalization == "layer":
+                lam = lam.max().expand(channels).clone()
+        else:
+            if self.stats is None or act not in self.stats.per_channel:
+                raise SpikedetError(f"layer {name} has no clip threshold: conversion needs calibration images")
+            store = self.stats.per_channel if self.normalization == "channel" else self.stats.per_layer
+            lam = store[act].float().expand(channels).clone()
+            lam = torch.where(lam > 0, lam, torch.ones_like(lam))  # a channel never active: any scale works
+            source = f"p{self.stats.q} of activations"
+        self.record.append({"layer": name, "source": source, "scale_min": float(lam.min()),
+                            "scale_max": float(lam.max())})
+        return lam
+
+    def neuron_for(self, act: nn.Module) -> IFNeuron:
+        slope = getattr(act, "negative_slope", None)
+        if slope:  # leaky ReLU: signed neuron with the imbalanced threshold of Spiking-YOLO
+            return IFNeuron(self.v_init, "subtract", negative_threshold=-1.0 / slope)
+        return IFNeuron(self.v_init, self.reset)
+
+    def conv_block(self, name: str, block: nn.Module, in_scale: torch.Tensor):
+        """A conv(+bn)(+activation) block -> (SpikingConv or Integrator, output scale)."""
+        conv = block.conv if hasattr(block, "conv") else block
+        if not isinstance(conv, nn.Conv2d):
+            raise SpikedetError(f"cannot convert layer {name}: {type(block).__name__} is not a convolution block")
+        fused = fold_batchnorm(conv, getattr(block, "bn", None))
+        act = _activation_of(block)
+        if act is None:  # linear: a non-spiking integrator, whose mean potential is the ANN's output
+            return Integrator(normalize_conv(fused, in_scale, torch.ones(fused.out_channels))), None
+        lam = self.scale_of(name, act, fused.out_channels)
+        return SpikingConv(normalize_conv(fused, in_scale, lam), self.neuron_for(act)), lam
+
+    def layer(self, name: str, m: nn.Module, in_scale):
+        """One routed layer -> (spiking layer, output scale)."""
+        from ultralytics.nn.modules import Concat
+
+        if isinstance(m, nn.MaxPool2d):
+            return SpikeMaxPool(m), in_scale
+        if isinstance(m, (nn.ZeroPad2d, nn.Upsample, nn.AvgPool2d, nn.Identity)):
+            return PerStep(copy.deepcopy(m)), in_scale
+        if isinstance(m, Concat):
+            if m.d != 1:
+                raise SpikedetError(f"cannot convert layer {name}: concat along dim {m.d}")
+            return ConcatChannels(), torch.cat(in_scale)
+        return self.conv_block(name, m, in_scale)
+
+    def branch(self, name: str, modules: Iterable[nn.Module], in_scale):
+        """A head branch (nested Sequentials of conv blocks) -> nn.Sequential ending in an Integrator."""
+        flat = list(_flatten(modules))
+        layers = []
+        for k, m in enumerate(flat):
+            layer, in_scale = self.conv_block(f"{name}.{k}", m, in_scale)
+            layers.append(layer)
+        if not isinstance(layers[-1], Integrator):
+            raise SpikedetError(f"head branch {name} must end in a linear (non-spiking) convolution")
+        return nn.Sequential(*layers)
+
+    def build(self) -> SpikingNetwork:
+        from ultralytics.nn.modules import Detect
+
+        *body, head = self.model.model
+        if not isinstance(head, Detect):
+            raise SpikedetError(f"the last layer must be a detection head, got {type(head).__name__}")
+        if getattr(head, "end2end", False):
+            raise SpikedetError("end-to-end (NMS-free) heads are not supported by the converter")
+        scales, layers, sources = [], [], []
+        in_channels = self.model.yaml.get("channels", 3)
+        x_scale = torch.ones(in_channels)  # the image enters as analog current
+        for m in body:
+            in_scale = x_scale if m.f == -1 else (scales[m.f] if isinstance(m.f, int) else
+                                                  [x_scale if j == -1 else scales[j] for j in m.f])
+            layer, x_scale = self.layer(f"model.{m.i}", m, in_scale)
+            layers.append(layer)
+            sources.append(m.f)
+            scales.append(x_scale)
+        head_scales = [x_scale if j == -1 else scales[j] for j in head.f]
+        spiking_head = SpikingDetect(
+            head,
+            [self.branch(f"model.{head.i}.cv2.{k}", head.cv2[k], s) for k, s in enumerate(head_scales)],
+            [self.branch(f"model.{head.i}.cv3.{k}", head.cv3[k], s) for k, s in enumerate(head_scales)],
+        )
+        meta = {"names": dict(getattr(self.model, "names", {})), "stride": self.model.stride.tolist(),
+                "normalization": self.normalization, "v_init": self.v_init, "reset": self.reset,
+                "scales": self.record}
+        return SpikingNetwork(layers, sources, self.model.save, spiking_head, list(head.f), meta)
+
+
+def _flatten(modules):
+    for m in modules:
+        if isinstance(m, nn.Sequential):
+            yield from _flatten(m)
+        else:
+            yield m
+
+
+class SpikingDetect(nn.Module):
+    """ultralytics' Detect head: spiking branches ending in integrators, decoded by Detect's own code."""
+
+    def __init__(self, detect: nn.Module, box_branches, cls_branches):
+        super().__init__()
+        self.box_branches, self.cls_branches = nn.ModuleList(box_branches), nn.ModuleList(cls_branches)
+        self.decoder = copy.deepcopy(detect)
+        self.decoder.cv2 = self.decoder.cv3 = None  # only the decoding (DFL, anchors, strides) is kept
+
+    def forward(self, feats):
+        """Running sums, per level: box outputs then class outputs."""
+        return [b(f) for b, f in zip(self.box_branches, feats)] + [c(f) for c, f in zip(self.cls_branches, feats)]
+
+    def decode(self, means):
+        """Mean output currents per level -> (B, 4 + nc, anchors), exactly as the ANN head decodes."""
+        nl = len(self.box_branches)
+        boxes, scores = means[:nl], means[nl:]
+        bs = boxes[0].shape[0]
+        preds = {"boxes": torch.cat([b.reshape(bs, b.shape[1], -1) for b in boxes], -1),
+                 "scores": torch.cat([s.reshape(bs, s.shape[1], -1) for s in scores], -1),
+                 "feats": boxes}
+        return self.decoder._inference(preds)
+
+
+@torch.no_grad()
+def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None, normalization: str = "channel",
+            percentile_q: float = 99.99, v_init: float = 0.5, reset: str = "subtract",
+            timesteps: Optional[int] = None, batch_size: int = 8) -> SpikingNetwork:
+    """Convert a trained ANN detector into a SpikingNetwork.
+
+    calibration_images: (N, 3, H, W) in [0, 1]; needed when some activation has no learned clip threshold
+        (plain ReLU, leaky ReLU, dual error without clipping), or layer-wise scales are wanted from data.
+    normalization: "channel" (one scale per output channel) or "layer" (one per layer).
+    percentile_q: the activation percentile used as scale (100 = max; 99.99 and 99.9 are robust choices).
+    v_init: initial membrane potential as a fraction of threshold (0.5 or 0). reset: "subtract" or "zero".
+    timesteps: the T the network is meant for (default: the dual-error L), recorded in the file.
+    """
+    model = copy.deepcopy(model).float().eval()
+    stats = None
+    if calibration_images is not None:
+        stats = ActivationStatistics(percentile_q)
+        hooks = [block.act.register_forward_hook(stats.hook(block.act)) for block in model.modules()
+                 if _activation_of(block) is not None]
+        for k in range(0, len(calibration_images), batch_size):
+            model(calibration_images[k:k + batch_size].float())
+        for h in hooks:
+            h.remove()
+    snn = Converter(model, normalization, stats, v_init, reset).build()
+    settings = getattr(model, "yaml", {}).get("dual_error", {})
+    snn.meta.update(timesteps=timesteps or settings.get("levels"), percentile=percentile_q,
+                    ann_config=getattr(model, "yaml", None))
+    return snn

@@ -1,0 +1,203 @@
+"""Spiking layers, simulated a chunk of time steps at a time.
+
+Every layer takes and returns either a `Static` input (the same current at every step: the image under
+constant-current coding) or a tensor shaped (t, B, C, H, W) holding t consecutive steps. State (membrane
+potentials, spike counts, accumulators) lives in the modules and carries over from one chunk to the next
+until `reset()`, as in SpikingJelly's multi-step mode, so memory is bounded by the chunk length.
+
+Weights are stored normalized (Diehl et al. 2015; channel-wise as in Spiking-YOLO, Kim et al. 2020): each
+spiking layer's thresholds are 1 and its spikes are unit events, so the network can go to hardware with
+fixed thresholds. `threshold_form()` gives the equivalent unnormalized weights with per-channel thresholds.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Static:
+    """A current that is the same at every step; layers compute on it once instead of t times."""
+
+    x: torch.Tensor
+    steps: int
+
+
+def _fold_time(x: torch.Tensor):
+    """(t, B, ...) -> (t * B, ...), so a chunk of steps runs as one batched operation."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def _unfold_time(y: torch.Tensor, t: int):
+    return y.reshape(t, y.shape[0] // t, *y.shape[1:])
+
+
+def apply_per_step(fn, x):
+    """Apply a stateless spatial op to every step of a chunk (or once to a static current)."""
+    if isinstance(x, Static):
+        return Static(fn(x.x), x.steps)
+    return _unfold_time(fn(_fold_time(x)), x.shape[0])
+
+
+def _conv(conv: nn.Conv2d, x):
+    """Run conv on a chunk or a static current; return the current and the MACs per image it costs."""
+    y = apply_per_step(conv, x)
+    out = y.x if isinstance(y, Static) else y[0]
+    per_output = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+    return y, out[0].numel() * per_output
+
+
+class IFNeuron(nn.Module):
+    """Integrate-and-fire neurons with unit threshold.
+
+    v += I_t; spike where v >= 1; then v -= 1 (reset by subtraction) or v = 0 (reset to zero).
+    v starts at v_init (0.5: half threshold, which centres the quantization error; or 0).
+    With negative_threshold = -1/alpha a neuron also fires negative spikes (v <= -1/alpha, then
+    v += 1/alpha): the signed neuron of Spiking-YOLO for leaky ReLU with slope alpha.
+    """
+
+    def __init__(self, v_init: float = 0.5, reset: str = "subtract", negative_threshold: float = None):
+        super().__init__()
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
+        self.v_init, self.reset_mode, self.negative_threshold = float(v_init), reset, negative_threshold
+        self.v = None
+        self.spike_count = 0.0  # total |spikes| since reset, for statistics
+        self.neurons = 0
+
+    def reset(self):
+        self.v, self.spike_count, self.neurons = None, 0.0, 0
+
+    def extra_repr(self):
+        return f"v_init={self.v_init}, reset={self.reset_mode}, negative_threshold={self.negative_threshold}"
+
+    def forward(self, current) -> torch.Tensor:
+        steps = current.steps if isinstance(current, Static) else current.shape[0]
+        first = current.x if isinstance(current, Static) else current[0]
+        if self.v is None:
+            self.v = torch.full_like(first, self.v_init)
+            self.neurons = first[0].numel()
+        out = torch.empty((steps, *first.shape), dtype=first.dtype, device=first.device)
+        v = self.v
+        for k in range(steps):
+            v = v + (current.x if isinstance(current, Static) else current[k])
+            spikes = (v >= 1.0).to(v.dtype)
+            if self.negative_threshold is not None:
+                spikes = spikes - (v <= self.negative_threshold).to(v.dtype)
+                v = v - spikes * torch.where(spikes < 0, -self.negative_threshold, 1.0)
+            elif self.reset_mode == "subtract":
+                v = v - spikes
+            else:
+                v = v * (1.0 - spikes)
+            out[k] = spikes
+        self.v = v
+        self.spike_count += float(out.abs().sum())
+        return out
+
+
+class SpikingConv(nn.Module):
+    """A convolution (batch-norm folded, weights normalized) driving IF neurons."""
+
+    def __init__(self, conv: nn.Conv2d, neuron: IFNeuron):
+        super().__init__()
+        self.conv, self.neuron = conv, neuron
+        self.reset()
+
+    def reset(self):
+        self.neuron.reset()
+        self.input_spikes, self.input_neurons, self.macs = 0.0, 0, 0  # for synaptic-operation counts
+
+    def forward(self, x):
+        if not isinstance(x, Static):
+            self.input_spikes += float(x.abs().sum())
+            self.input_neurons = x[0, 0].numel()
+        current, self.macs = _conv(self.conv, x)
+        return self.neuron(current)
+
+
+class Integrator(nn.Module):
+    """Non-spiking output convolution: accumulates its input current; the read-out is the mean per step.
+
+    Returns the running sum after every step of the chunk, so any-time read-outs at any step are free.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+        self.reset()
+
+    def reset(self):
+        self.total, self.input_spikes, self.input_neurons, self.macs = None, 0.0, 0, 0
+
+    def forward(self, x) -> torch.Tensor:
+        if not isinstance(x, Static):
+            self.input_spikes += float(x.abs().sum())
+            self.input_neurons = x[0, 0].numel()
+        current, self.macs = _conv(self.conv, x)
+        if isinstance(current, Static):
+            current = current.x.unsqueeze(0).expand(current.steps, *current.x.shape)
+        running = current.cumsum(0)
+        if self.total is not None:
+            running = running + self.total
+        self.total = running[-1]
+        return running
+
+
+class SpikeMaxPool(nn.Module):
+    """Max-pooling of spikes gated by spike counts (Rueckauer et al. 2017, sec. 2.4; sinabs' count-gated pool).
+
+    At each step, each window passes the spike of the input neuron with the highest spike count so far
+    (this step included), so the output rate converges to the maximum input rate. A plain max of spikes
+    per step would pass any spike and overestimate.
+    """
+
+    def __init__(self, pool: nn.MaxPool2d):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+        self.counts = None
+
+    def reset(self):
+        self.counts = None
+
+    def forward(self, x):
+        if isinstance(x, Static):
+            return Static(F.max_pool2d(x.x, self.kernel_size, self.stride, self.padding), x.steps)
+        if self.counts is None:
+            self.counts = torch.zeros_like(x[0])
+        outs = []
+        for k in range(x.shape[0]):
+            self.counts = self.counts + x[k]
+            _, idx = F.max_pool2d(self.counts, self.kernel_size, self.stride, self.padding, return_indices=True)
+            flat = x[k].flatten(2)
+            outs.append(flat.gather(2, idx.flatten(2)).view(idx.shape))
+        return torch.stack(outs)
+
+
+class PerStep(nn.Module):
+    """A stateless linear spatial op (zero-pad, nearest upsample, average pool) applied to every step."""
+
+    def __init__(self, op: nn.Module):
+        super().__init__()
+        self.op = op
+
+    def forward(self, x):
+        return apply_per_step(self.op, x)
+
+
+class ConcatChannels(nn.Module):
+    """Concatenate feature maps along channels (dim 2 of a (t, B, C, H, W) chunk)."""
+
+    def forward(self, xs):
+        if all(isinstance(x, Static) for x in xs):
+            return Static(torch.cat([x.x for x in xs], 1), xs[0].steps)
+        steps = next(x.shape[0] for x in xs if not isinstance(x, Static))
+        full = [x.x.unsqueeze(0).expand(steps, *x.x.shape) if isinstance(x, Static) else x for x in xs]
+        return torch.cat(full, 2)
+
+
+def reset_net(module: nn.Module):
+    """Reset the state of every spiking layer (call between images)."""
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset"):
+            m.reset()

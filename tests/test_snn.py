@@ -1,0 +1,158 @@
+"""Conversion and the spiking engine: the SNN reproduces its ANN."""
+import pytest
+import torch
+from torch import nn
+
+from spikedet import SpikedetError
+from spikedet.activation import calibrate_thresholds
+from spikedet.convert import convert, fold_batchnorm
+from spikedet.engine import load_snn
+from spikedet.model import SpikingYOLO
+from spikedet.snn import IFNeuron, SpikeMaxPool, Static
+
+
+def random_network(seed=0, **dual_error):
+    """A small Tiny-YOLO with random batch-norm statistics (so activity is varied), calibrated lambdas."""
+    torch.manual_seed(seed)
+    model = SpikingYOLO("yolov3-tiny", nc=3, scale="n", dual_error=dual_error)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.3)
+    images = torch.rand(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad(), calibrate_thresholds(model):
+        model(images)
+    with torch.no_grad():
+        ann = model(images)[0]
+    return model, images, ann
+
+
+def box_error(pred, ann):
+    """Mean absolute error of decoded boxes (pixels) and class scores."""
+    err = (pred - ann).abs()
+    return err[:, :4].mean().item(), err[:, 4:].mean().item()
+
+
+def test_if_neuron_rate_and_reset_modes():
+    current = Static(torch.tensor([[0.3, 0.75, 1.5]]), 40)
+    subtract = IFNeuron(v_init=0.0)(current).sum(0) / 40
+    assert subtract.tolist()[0][:2] == pytest.approx([0.3, 0.75], abs=1 / 40)
+    assert subtract.tolist()[0][2] == 1.0  # at most one spike per step: clipped
+    zero = IFNeuron(v_init=0.0, reset="zero")(current).sum(0)
+    assert zero.tolist()[0][0] == 10  # reset to zero throws the residue away: 0.3 -> every 4th step
+
+
+def test_signed_neuron_reproduces_leaky_slope():
+    neuron = IFNeuron(v_init=0.0, negative_threshold=-10.0)  # leaky ReLU slope 0.1
+    rate = neuron(Static(torch.tensor([[-0.5, 0.5]]), 400)).sum(0) / 400
+    assert rate.tolist()[0] == pytest.approx([-0.05, 0.5], abs=0.01)
+
+
+def test_fold_batchnorm_matches_conv_bn():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 2)
+    bn.eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(fold_batchnorm(conv, bn)(x), bn(conv(x)), atol=1e-5)
+
+
+def test_relu_network_converges_as_one_over_t():
+    model, images, ann = random_network(clip=False, quantize=False)
+    snn = convert(model, calibration_images=images, percentile_q=100)
+    out = snn.simulate(images, [16, 64, 256, 1024])
+    errors = [box_error(out[t], ann)[0] for t in (16, 64, 256, 1024)]
+    assert errors[0] > errors[1] > errors[2] > errors[3]
+    assert errors[3] < errors[0] / 6  # 64x more steps: close to 1/T, allowing for the unevenness error
+
+
+@pytest.mark.parametrize("normalization", ["channel", "layer"])
+def test_both_normalizations_preserve_the_function(normalization):
+    model, images, ann = random_network(clip=False, quantize=False)
+    snn = convert(model, calibration_images=images, normalization=normalization, percentile_q=100)
+    box_err, cls_err = box_error(snn.simulate(images, [1024])[1024], ann)
+    assert box_err < 0.05 and cls_err < 1e-3  # boxes within 0.05 px on a 64 px image
+
+
+def test_clipping_network_converges_without_calibration_images():
+    model, images, ann = random_network(levels=8, quantize=False)
+    snn = convert(model)  # learned lambda is the scale: no activation statistics needed
+    out = snn.simulate(images, [32, 1024])
+    assert box_error(out[1024], ann)[0] < box_error(out[32], ann)[0]
+    assert box_error(out[1024], ann)[0] < 0.05
+
+
+def test_dual_error_network_matches_its_ann_at_t_equals_l():
+    """QCFS-style training: at T = L the SNN is close to the ANN; a plain-ReLU twin converted the same way
+    (same weights, percentile scales) is much further off at the same T."""
+    levels = 8
+    model, images, ann = random_network(levels=levels)
+    box_err, cls_err = box_error(convert(model).simulate(images, [levels])[levels], ann)
+    assert box_err < 0.15 and cls_err < 1e-3  # stated tolerance: 0.15 px mean box error on a 64 px image
+
+    relu_twin, _, relu_ann = random_network(clip=False, quantize=False)
+    relu_snn = convert(relu_twin, calibration_images=images, percentile_q=100)
+    assert box_error(relu_snn.simulate(images, [levels])[levels], relu_ann)[0] > box_err
+
+
+def test_any_time_readouts_equal_separate_runs():
+    model, images, _ = random_network(levels=8)
+    snn = convert(model)
+    sweep = snn.simulate(images, [5, 8, 16, 37], chunk=6)
+    for t in (5, 8, 16, 37):
+        alone = snn.simulate(images, [t], chunk=16)[t]
+        assert torch.allclose(sweep[t], alone, atol=1e-5)
+
+
+def test_spike_max_pool_matches_max_pool_of_rates():
+    torch.manual_seed(0)
+    rates = torch.rand(1, 2, 4, 4)
+    steps = 2000
+    spikes = (torch.rand(steps, 1, 2, 4, 4) < rates).float()
+    pooled = SpikeMaxPool(nn.MaxPool2d(2, 2))(spikes).mean(0)
+    expected = nn.functional.max_pool2d(spikes.mean(0), 2, 2)
+    assert torch.allclose(pooled, expected, atol=0.03)
+    naive = nn.functional.max_pool2d(spikes.reshape(-1, 2, 4, 4), 2, 2).reshape(steps, 1, 2, 2, 2).mean(0)
+    assert (naive - expected).mean() > 0.1  # a plain max of spikes per step overestimates
+
+
+def test_statistics_report_rates_sops_and_energy():
+    model, images, _ = random_network(levels=8)
+    snn = convert(model)
+    snn.simulate(images, [16])
+    stats = snn.statistics(batch_size=len(images))
+    assert stats["timesteps"] == 16 and stats["energy_constants_pj"] == {
+        "E_MAC": 4.6, "E_AC": 0.9, "source": "Horowitz 2014, 45 nm, 32-bit float"}
+    rates = [r["firing_rate"] for r in stats["layers"] if "firing_rate" in r]
+    assert rates and all(0 <= r <= 1 for r in rates) and max(rates) > 0
+    assert stats["ann_macs"] > 0 and stats["snn_sops"] > 0
+    first = stats["layers"][0]
+    assert first["sops"] == 0.0  # the analog input layer is computed once, as MACs
+    expected = 4.6 * first["macs"] + 0.9 * stats["snn_sops"]
+    assert stats["energy_pj"]["snn"] == pytest.approx(expected)
+
+
+def test_saved_network_reloads_and_wrong_files_fail(tmp_path):
+    model, images, _ = random_network(levels=8)
+    snn = convert(model)
+    path = snn.save(tmp_path / "net.snn.pt")
+    again = load_snn(path)
+    assert torch.equal(again.simulate(images, [8])[8], snn.simulate(images, [8])[8])
+    assert again.meta["timesteps"] == 8
+    torch.save({"model": 1}, tmp_path / "other.pt")
+    with pytest.raises(SpikedetError, match="other.pt: not a spikedet SNN file"):
+        load_snn(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(SpikedetError, match="junk.pt: not a readable"):
+        load_snn(tmp_path / "junk.pt")
+
+
+def test_relu_network_without_calibration_images_fails_clearly():
+    model, _, _ = random_network(clip=False, quantize=False)
+    with pytest.raises(SpikedetError, match="calibration images"):
+        convert(model)
