@@ -15,7 +15,6 @@ import copy
 from typing import Iterable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .activation import DualErrorReLU, percentile

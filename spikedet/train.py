@@ -15,7 +15,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from .activation import calibrate_thresholds
-from .errors import SpikedetError, fail
+from .errors import fail
 from .fileio import atomic_write_bytes, atomic_write_text
 from .model import SpikingYOLO, load_model_config
 from .offline import guard_ultralytics_downloads

@@ -8,7 +8,8 @@ import pytest
 
 from spikedet import SpikedetError
 from spikedet.data.records import VOC_CLASSES
-from spikedet.eval import evaluate_voc, load_voc_ground_truth
+from spikedet.data.voc import read_voc
+from spikedet.eval import evaluate_voc
 
 SHARED_VOC = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc" / "VOCdevkit" / "VOC2007"
 CLASSES = ("cat", "dog", "fish", "bird")
@@ -335,26 +336,26 @@ def test_integer_image_id_is_accepted_when_it_names_a_stem(tmp_path):
 
 def test_ground_truth_errors_name_the_file(tmp_path):
     root = write_voc_tree(tmp_path / "VOC", {"a": [("cat", (1, 1, 10, 10), False)], "b": []})
-    with pytest.raises(SpikedetError, match=r"Main/val\.txt: split file not found"):
-        load_voc_ground_truth(root, "val", CLASSES)
+    with pytest.raises(SpikedetError, match=r"Main/val\.txt: image set 'val' not found"):
+        evaluate_voc(root, "val", [], CLASSES)
     (root / "ImageSets" / "Main" / "empty.txt").write_text("\n")
-    with pytest.raises(SpikedetError, match=r"Main/empty\.txt: split file lists no images"):
-        load_voc_ground_truth(root, "empty", CLASSES)
-    with pytest.raises(SpikedetError, match=r"a\.xml: class 'cat' is not in the class list \(dog, fish\)"):
-        load_voc_ground_truth(root, "test", ("dog", "fish"))
+    with pytest.raises(SpikedetError, match=r"Main/empty\.txt: lists no images"):
+        evaluate_voc(root, "empty", [], CLASSES)
+    with pytest.raises(SpikedetError, match=r"a\.xml: class 'cat' is not in the class list"):
+        evaluate_voc(root, "test", [], ("dog", "fish"))
     (root / "Annotations" / "b.xml").write_text("<annotation><object>")
     with pytest.raises(SpikedetError, match=r"b\.xml: not valid XML"):
-        load_voc_ground_truth(root, "test", CLASSES)
+        evaluate_voc(root, "test", [], CLASSES)
     (root / "Annotations" / "b.xml").write_text("<annotation></annotation>")
-    with pytest.raises(SpikedetError, match=r"b\.xml: no <size> element"):
-        load_voc_ground_truth(root, "test", CLASSES)
+    with pytest.raises(SpikedetError, match=r"b\.xml: no <size>"):
+        evaluate_voc(root, "test", [], CLASSES)
     (root / "Annotations" / "b.xml").unlink()
-    with pytest.raises(SpikedetError, match=r"b\.xml: annotation file not found"):
-        load_voc_ground_truth(root, "test", CLASSES)
+    with pytest.raises(SpikedetError, match=r"b\.xml: annotation not found"):
+        evaluate_voc(root, "test", [], CLASSES)
 
 
 def test_ground_truth_records_keep_devkit_coordinates(two_cats):
-    records = load_voc_ground_truth(two_cats, "test", CLASSES)
+    records = read_voc(two_cats, "test", CLASSES)
     assert [r.image_id for r in records] == ["a", "b"]
     assert records[0].boxes.tolist() == [[1, 1, 100, 100], [201, 201, 300, 300]]
     assert records[1].difficult.tolist() == [True] and (records[0].width, records[0].height) == (500, 400)

@@ -8,13 +8,13 @@ test; py-faster-rcnn's Python port uses > 0.5, which differs only on exact ties)
 matched, a false positive when the IoU is lower or the box is already taken, and is ignored when that box
 is marked difficult. Difficult boxes do not count towards recall either.
 """
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..data.records import VOC_CLASSES, ImageRecord
+from ..data.voc import read_voc
 from ..errors import fail
 from .detections import Detections, load_detections
 
@@ -32,7 +32,9 @@ def evaluate_voc(voc_root, split: str, detections, class_names: Sequence[str] = 
     file stem ("000001") and category_id the 1-based index into `class_names`; bbox [x, y, w, h] stands for
     the devkit box (x, y, x + w, y + h). Returns {"voc07": {"mAP", "per_class"}, "voc10": {...}}.
     """
-    records = load_voc_ground_truth(voc_root, split, class_names)
+    records = read_voc(voc_root, split, class_names)
+    if not records:
+        raise fail(Path(voc_root) / "ImageSets" / "Main" / f"{split}.txt", "lists no images")
     return evaluate_voc_records(records, detections, class_names)
 
 
@@ -69,57 +71,6 @@ def evaluate_voc_records(records: List[ImageRecord], detections, class_names: Se
         results["voc10"][name] = _ap_area(recall, precision)
     return {metric: {"mAP": _mean_ignoring_none(per_class), "per_class": per_class}
             for metric, per_class in results.items()}
-
-
-def load_voc_ground_truth(voc_root, split: str,
-                          class_names: Sequence[str] = VOC_CLASSES) -> List[ImageRecord]:
-    """The images of ImageSets/Main/<split>.txt with their Annotations/*.xml boxes, in devkit coordinates."""
-    voc_root = Path(voc_root)
-    split_path = voc_root / "ImageSets" / "Main" / f"{split}.txt"
-    try:
-        image_ids = [line.strip() for line in split_path.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise fail(split_path, "split file not found") from None
-    if not image_ids:
-        raise fail(split_path, "split file lists no images")
-    class_index = {name: i for i, name in enumerate(class_names)}
-    return [_read_annotation(voc_root, image_id, class_index) for image_id in image_ids]
-
-
-def _read_annotation(voc_root: Path, image_id: str, class_index: Dict[str, int]) -> ImageRecord:
-    xml_path = voc_root / "Annotations" / f"{image_id}.xml"
-    try:
-        root = ET.parse(xml_path).getroot()
-    except FileNotFoundError:
-        raise fail(xml_path, "annotation file not found") from None
-    except ET.ParseError as e:
-        raise fail(xml_path, f"not valid XML ({e})") from None
-    size = root.find("size")
-    if size is None:
-        raise fail(xml_path, "no <size> element")
-    width, height = (_number(xml_path, size, tag) for tag in ("width", "height"))
-
-    boxes, labels, difficult = [], [], []
-    for obj in root.iter("object"):
-        name = obj.findtext("name", "").strip()
-        if name not in class_index:
-            raise fail(xml_path, f"class '{name}' is not in the class list ({', '.join(class_index)})")
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
-            raise fail(xml_path, f"object '{name}' has no <bndbox>")
-        boxes.append([_number(xml_path, bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax")])
-        labels.append(class_index[name])
-        difficult.append(obj.findtext("difficult", "0").strip() == "1")
-    return ImageRecord(image_id=image_id, path=voc_root / "JPEGImages" / f"{image_id}.jpg",
-                       width=int(width), height=int(height), boxes=boxes, labels=labels, difficult=difficult)
-
-
-def _number(xml_path: Path, parent: ET.Element, tag: str) -> float:
-    text = parent.findtext(tag)
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise fail(xml_path, f"<{parent.tag}> has no numeric <{tag}> (got {text!r})") from None
 
 
 def _image_indices(dets: Detections, records: List[ImageRecord]) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""COCO instances JSON: read it into ImageRecords, and convert it to the ultralytics layout for training."""
+import json
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from ..errors import fail
+from .records import ImageRecord
+from .yolo import _write_yolo_split
+
+
+def read_coco(instances_json, images_dir=None,
+              class_names: Optional[Sequence[str]] = None) -> Tuple[List[ImageRecord], List[str]]:
+    """Records for every image in the JSON (those without annotations get no boxes), and the class names.
+
+    Boxes become 0-based corners [x, y, x+w, y+h]; iscrowd objects are marked difficult, so training and
+    VOC-style scoring ignore them. Labels index `class_names` by category name when it is given, else the
+    categories sorted by id. `images_dir` defaults to COCO's own layout: annotations/instances_val2017.json
+    -> ../val2017.
+    """
+    instances_json = Path(instances_json)
+    if images_dir is None:
+        images_dir = instances_json.parent.parent / instances_json.stem.removeprefix("instances_")
+    try:
+        data = json.loads(instances_json.read_text())
+    except FileNotFoundError:
+        raise fail(instances_json, "COCO annotation file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise fail(instances_json, f"not valid JSON ({e})") from None
+    try:
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        if class_names is None:
+            class_names = [c["name"] for c in categories]
+        label_of = {}
+        for category in categories:
+            if category["name"] not in class_names:
+                raise fail(instances_json,
+                           f"category '{category['name']}' is not in the class list {list(class_names)}")
+            label_of[category["id"]] = list(class_names).index(category["name"])
+        objects = {image["id"]: ([], [], []) for image in data["images"]}
+        for ann in data["annotations"]:
+            if ann["image_id"] not in objects or ann["category_id"] not in label_of:
+                raise fail(instances_json, f"annotation {ann.get('id')} names an unknown image or category")
+            x, y, w, h = ann["bbox"]
+            boxes, labels, difficult = objects[ann["image_id"]]
+            boxes.append([x, y, x + w, y + h])
+            labels.append(label_of[ann["category_id"]])
+            difficult.append(bool(ann.get("iscrowd", 0)))
+        records = [ImageRecord(image["id"], Path(images_dir) / image["file_name"], image["width"],
+                               image["height"], *objects[image["id"]]) for image in data["images"]]
+    except KeyError as e:
+        raise fail(instances_json, f"missing key {e} in a COCO instances file") from None
+    except (TypeError, ValueError) as e:
+        raise fail(instances_json, f"not a COCO instances file ({e})") from None
+    return records, list(class_names)
+
+
+def coco_to_yolo(instances_json, images_dir, out_dir, split_name: str,
+                 class_names: Optional[Sequence[str]] = None, yaml_name: str = "dataset.yaml") -> Path:
+    """Write one split of the ultralytics layout from a COCO instances JSON; returns the dataset YAML.
+
+    Call it once per split into the same out_dir (the YAML gathers the splits). Images are hardlinked into
+    out_dir/images/<split_name> (a symlink across file systems, a copy where neither works); iscrowd objects
+    are left out of the labels, and images whose file is missing are skipped with one warning.
+    """
+    records, class_names = read_coco(instances_json, images_dir, class_names)
+    return _write_yolo_split(records, class_names, out_dir, split_name, yaml_name, source=instances_json)
