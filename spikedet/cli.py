@@ -43,12 +43,117 @@ def main(argv=None):
 # Subcommands live below, one block each, in pipeline order.
 
 
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def _add_data_arguments(parser):
+    parser.add_argument("--root", default="data/shapes", help="output folder (default: data/shapes)")
+    parser.add_argument("--imgsz", type=int, default=192, help="image side in pixels (default: 192)")
+    parser.add_argument("--train", type=int, default=320, help="training images (default: 320)")
+    parser.add_argument("--val", type=int, default=80, help="validation images (default: 80)")
+    parser.add_argument("--test", type=int, default=80, help="test images (default: 80)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@command("data", help="make the embedded shapes dataset in VOC, COCO and ultralytics YOLO layouts")(
+    _add_data_arguments)
+def _run_data(args):
+    from .data.shapes import make_shapes_dataset
+
+    paths = make_shapes_dataset(args.root, imgsz=args.imgsz, seed=args.seed,
+                                counts={"train": args.train, "val": args.val, "test": args.test})
+    print(f"VOC:  {paths['voc']}\nCOCO: {paths['coco']['test'].parent}\nYOLO: {paths['yolo']}")
+
+
+# --- train --------------------------------------------------------------------------------------------------
+
+
+def _bool(text):
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_train_arguments(parser):
+    parser.add_argument("--data", required=True, help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")
+    parser.add_argument("--model", default="yolov3-tiny", help="model config name or YAML (configs/)")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--imgsz", type=int, default=416)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", help="cpu, 0, 0,1 (several GPUs train with DDP)")
+    parser.add_argument("--resume", metavar="LAST.pt", help="resume an interrupted run from its last.pt")
+    parser.add_argument("--project", default="runs/train")
+    parser.add_argument("--name", default="exp")
+    parser.add_argument("--pretrained", metavar="WEIGHTS", help="start from these weights")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--plots", type=_bool, default=True, help="ultralytics training plots (default: true)")
+    model = parser.add_argument_group("model choices (default: from the model config)")
+    model.add_argument("--scale", choices=("n", "s", "m"), help="width: n = 0.25, s = 0.5, m = 1.0")
+    model.add_argument("--pool", choices=("max", "avg", "conv"), help="what the max-pool layers become")
+    de = parser.add_argument_group("dual-error activation (default: from the model config)")
+    de.add_argument("--levels", type=int, help="L: the time steps the SNN is meant to run")
+    de.add_argument("--granularity", choices=("layer", "channel"), help="one lambda per layer or per channel")
+    de.add_argument("--clip", type=_bool, help="inject the clipping error (true/false)")
+    de.add_argument("--quantize", type=_bool, help="inject the quantization error (true/false)")
+    de.add_argument("--relu", action="store_true", help="plain ReLU baseline: --clip false --quantize false")
+
+
+@command("train", help="train a dual-error Tiny-YOLO with ultralytics' trainer")(_add_train_arguments)
+def _run_train(args):
+    from .train import train
+
+    dual_error = {k: getattr(args, k) for k in ("levels", "granularity", "clip", "quantize")
+                  if getattr(args, k) is not None}
+    if args.relu:
+        dual_error.update(clip=False, quantize=False)
+    best = train(args.data, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                 device=args.device, resume=args.resume or False, project=args.project, name=args.name,
+                 scale=args.scale, pool=args.pool, dual_error=dual_error, pretrained=args.pretrained,
+                 seed=args.seed, workers=args.workers, plots=args.plots)
+    print(f"trained weights: {best}")
+
+
+# --- convert ------------------------------------------------------------------------------------------------
+
+
+def _add_convert_arguments(parser):
+    parser.add_argument("--weights", required=True, help="trained ANN checkpoint (best.pt)")
+    parser.add_argument("--output", required=True, help="the SNN file to write")
+    parser.add_argument("--calibration", metavar="DATA.yaml|DIR",
+                        help="images for activation percentiles: a dataset YAML (its train split) or a folder; "
+                             "needed unless every activation has a learned clip threshold")
+    parser.add_argument("--calibration-count", type=int, default=32, help="images used (default: 32)")
+    parser.add_argument("--imgsz", type=int, default=416)
+    parser.add_argument("--normalization", choices=("channel", "layer"), default="channel")
+    parser.add_argument("--percentile", type=float, default=99.99, help="activation percentile (100 = max)")
+    parser.add_argument("--v-init", type=float, default=0.5, help="initial membrane potential / threshold")
+    parser.add_argument("--reset", choices=("subtract", "zero"), default="subtract")
+    parser.add_argument("--spikes", choices=("burst", "signed", "binary"), default="burst",
+                        help="events a neuron may emit per step (default: burst; binary = classic IF neurons)")
+    parser.add_argument("--timesteps", type=int, help="the T the SNN is meant for (default: the model's L)")
+
+
+@command("convert", help="convert a trained ANN checkpoint into a spiking network file")(_add_convert_arguments)
+def _run_convert(args):
+    from .convert import convert_checkpoint
+
+    snn = convert_checkpoint(args.weights, args.output, calibration=args.calibration, imgsz=args.imgsz,
+                             calibration_count=args.calibration_count, normalization=args.normalization,
+                             percentile_q=args.percentile, v_init=args.v_init, reset=args.reset,
+                             spikes=args.spikes, timesteps=args.timesteps)
+    layers = len(snn.meta["scales"])
+    print(f"converted {layers} spiking layers ({args.normalization}-wise normalization, {args.spikes} spikes)"
+          f" -> {args.output}")
+
+
 # --- eval ---------------------------------------------------------------------------------------------------
 
 
 def _add_eval_arguments(parser):
-    """Ground truth, then what to score, then where results go: each group can grow on its own
-    (a later step may score a model's own output instead of a detections file)."""
+    """Ground truth, then what to score (a detections file or a network), then where results go."""
     truth = parser.add_argument_group("ground truth (one of)").add_mutually_exclusive_group(required=True)
     truth.add_argument("--gt-coco", metavar="INSTANCES.json",
                        help="COCO instances file: the 12 COCOeval bbox metrics")
@@ -58,29 +163,68 @@ def _add_eval_arguments(parser):
     voc.add_argument("--split", default="test", help="image set ImageSets/Main/SPLIT.txt (default: test)")
     voc.add_argument("--data", metavar="DATASET.yaml",
                      help="take class names from this dataset config instead of the 20 VOC classes")
-    scored = parser.add_argument_group("detections")
-    scored.add_argument("--detections", required=True, metavar="DETS.json",
+    scored = parser.add_argument_group("what to score (one of)").add_mutually_exclusive_group(required=True)
+    scored.add_argument("--detections", metavar="DETS.json",
                         help="COCO results format: [{image_id, category_id, bbox: [x, y, w, h], score}, ...]")
+    scored.add_argument("--weights", metavar="SNN_OR_ANN",
+                        help="an SNN file (scored at each --timesteps, and its source ANN) or an ANN checkpoint")
+    net = parser.add_argument_group("network options")
+    net.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256],
+                     help="SNN read-out times, all from one simulation (default: 8 16 32 64 128 256)")
+    net.add_argument("--images", metavar="DIR", help="image folder for --gt-coco (default: next to the JSON)")
+    net.add_argument("--imgsz", type=int, help="network input size (default: the size the SNN was converted at)")
+    net.add_argument("--batch", type=int, default=8)
+    net.add_argument("--chunk", type=int, default=16, help="time steps simulated per batched layer call")
+    net.add_argument("--resize", choices=("letterbox", "stretch"), default="letterbox")
+    net.add_argument("--conf", type=float, default=0.001, help="score threshold (default: 0.001, as for mAP)")
+    net.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="OUT.json", help="also write the results here")
+    output.add_argument("--plot", metavar="OUT.png", help="plot mAP against T here (with --weights)")
     output.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
 
 
-@command("eval", help="score detections against COCO or PASCAL VOC ground truth")(_add_eval_arguments)
+@command("eval", help="score detections, an ANN or an SNN against COCO or PASCAL VOC ground truth")(
+    _add_eval_arguments)
 def _run_eval(args):
     from .data.records import VOC_CLASSES, load_class_names
-    from .eval import evaluate_coco, evaluate_voc
-    from .eval.report import format_coco_table, format_voc_table
     from .fileio import atomic_write_json
 
+    if args.gt_coco and args.data:
+        raise SpikedetError(f"{args.data}: --data names VOC classes; COCO takes them from {args.gt_coco}")
+    class_names = load_class_names(args.data) if args.data else VOC_CLASSES
+    results = _score_network(args, class_names) if args.weights else _score_detections(args, class_names)
+    if args.json:
+        atomic_write_json(args.json, results)
+
+
+def _score_detections(args, class_names):
+    from .eval import evaluate_coco, evaluate_voc
+    from .eval.report import format_coco_table, format_voc_table
+
     if args.gt_coco:
-        if args.data:
-            raise SpikedetError(f"{args.data}: --data names VOC classes; COCO takes them from {args.gt_coco}")
         results = {"coco": evaluate_coco(args.gt_coco, args.detections, verbose=args.verbose)}
         print(format_coco_table(results["coco"]))
     else:
-        class_names = load_class_names(args.data) if args.data else VOC_CLASSES
         results = evaluate_voc(args.gt_voc, args.split, args.detections, class_names)
         print(format_voc_table(results))
-    if args.json:
-        atomic_write_json(args.json, results)
+    return results
+
+
+def _score_network(args, class_names):
+    from .eval.report import format_sweep_table, plot_sweep
+    from .predict import load_network
+    from .validate import evaluate_network
+
+    network, source_ann = load_network(args.weights)
+    imgsz = args.imgsz or getattr(network, "meta", {}).get("imgsz") or 416
+    common = dict(gt_coco=args.gt_coco, gt_voc=args.gt_voc, split=args.split, images_dir=args.images,
+                  voc_class_names=class_names, batch_size=args.batch, resize=args.resize, conf=args.conf,
+                  iou=args.iou)
+    results = {}
+    for ann in (source_ann, network) if source_ann is not None else (network,):
+        results.update(evaluate_network(ann, imgsz, timesteps=args.timesteps, chunk=args.chunk, **common))
+    print(format_sweep_table(results))
+    if args.plot:
+        plot_sweep(results, args.plot, title=f"{args.weights}")
+    return results

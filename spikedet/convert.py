@@ -81,11 +81,11 @@ class Converter:
     """Builds a SpikingNetwork from an ultralytics-style model (see convert() for the options)."""
 
     def __init__(self, model: nn.Module, normalization: str, stats: Optional[ActivationStatistics],
-                 v_init: float, reset: str):
+                 v_init: float, reset: str, spikes: str):
         if normalization not in NORMALIZATIONS:
             raise SpikedetError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.model, self.normalization, self.stats = model, normalization, stats
-        self.v_init, self.reset = v_init, reset
+        self.v_init, self.reset, self.spikes = v_init, reset, spikes
         self.record = []  # one entry per spiking layer: where its scale came from
 
     def scale_of(self, name: str, act: nn.Module, channels: int) -> torch.Tensor:
@@ -110,7 +110,7 @@ class Converter:
         slope = getattr(act, "negative_slope", None)
         if slope:  # leaky ReLU: signed neuron with the imbalanced threshold of Spiking-YOLO
             return IFNeuron(self.v_init, "subtract", negative_threshold=-1.0 / slope)
-        return IFNeuron(self.v_init, self.reset)
+        return IFNeuron(self.v_init, self.reset, spikes=self.spikes)
 
     def conv_block(self, name: str, block: nn.Module, in_scale: torch.Tensor):
         """A conv(+bn)(+activation) block -> (SpikingConv or Integrator, output scale)."""
@@ -175,6 +175,7 @@ class Converter:
         )
         meta = {"names": dict(getattr(self.model, "names", {})), "stride": self.model.stride.tolist(),
                 "normalization": self.normalization, "v_init": self.v_init, "reset": self.reset,
+                "spikes": self.spikes,
                 "scales": self.record}
         return SpikingNetwork(layers, sources, self.model.save, spiking_head, list(head.f), meta)
 
@@ -213,7 +214,7 @@ class SpikingDetect(nn.Module):
 
 @torch.no_grad()
 def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None, normalization: str = "channel",
-            percentile_q: float = 99.99, v_init: float = 0.5, reset: str = "subtract",
+            percentile_q: float = 99.99, v_init: float = 0.5, reset: str = "subtract", spikes: str = "burst",
             timesteps: Optional[int] = None, batch_size: int = 8) -> SpikingNetwork:
     """Convert a trained ANN detector into a SpikingNetwork.
 
@@ -222,6 +223,8 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     normalization: "channel" (one scale per output channel) or "layer" (one per layer).
     percentile_q: the activation percentile used as scale (100 = max; 99.99 and 99.9 are robust choices).
     v_init: initial membrane potential as a fraction of threshold (0.5 or 0). reset: "subtract" or "zero".
+    spikes: "burst" (default), "signed" or "binary" events (see snn.IFNeuron); "binary" is the plain IF
+        neuron of Spiking-YOLO and the dual-error paper.
     timesteps: the T the network is meant for (default: the dual-error L), recorded in the file.
     """
     model = copy.deepcopy(model).float().eval()
@@ -234,8 +237,43 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
             model(calibration_images[k:k + batch_size].float())
         for h in hooks:
             h.remove()
-    snn = Converter(model, normalization, stats, v_init, reset).build()
+    snn = Converter(model, normalization, stats, v_init, reset, spikes).build()
     settings = getattr(model, "yaml", {}).get("dual_error", {})
     snn.meta.update(timesteps=timesteps or settings.get("levels"), percentile=percentile_q,
                     ann_config=getattr(model, "yaml", None))
+    return snn
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def calibration_images(source, imgsz: int, count: int = 32) -> torch.Tensor:
+    """The first `count` images (sorted, so reproducible) of a dataset YAML's train split or of a folder."""
+    from pathlib import Path
+
+    from .data.yolo import read_yolo
+    from .predict import load_image, preprocess
+
+    source = Path(source)
+    if source.suffix in (".yaml", ".yml"):
+        paths = sorted(r.path for r in read_yolo(source, "train"))
+    elif source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        raise SpikedetError(f"{source}: calibration source must be a dataset YAML or a folder of images")
+    if not paths:
+        raise SpikedetError(f"{source}: no calibration images found")
+    return torch.stack([preprocess(load_image(p), imgsz) for p in paths[:count]])
+
+
+def convert_checkpoint(weights, output, calibration=None, imgsz: int = 416, calibration_count: int = 32,
+                       **convert_args):
+    """Checkpoint file -> SNN file (see convert() for the options); returns the SNN."""
+    from .train import load_ann_checkpoint
+
+    ann = load_ann_checkpoint(weights)
+    images = calibration_images(calibration, imgsz, calibration_count) if calibration else None
+    snn = convert(ann, images, **convert_args)
+    snn.meta.update(source=str(weights), imgsz=imgsz)
+    snn.save(output, ann=ann)
     return snn

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .errors import fail
-from .fileio import atomic_torch_save
+from .fileio import atomic_torch_save, load_torch_file
 from .snn import IFNeuron, Integrator, SpikingConv, Static, reset_net
 
 FORMAT = "spikedet-snn"
@@ -114,24 +114,26 @@ class SpikingNetwork(nn.Module):
                                         "source": "Horowitz 2014, 45 nm, 32-bit float"}}
 
     # ----- files
-    def save(self, path: Union[str, Path]) -> Path:
-        """One file with everything needed to run: the network, its weights and thresholds, meta data."""
+    def save(self, path: Union[str, Path], ann: nn.Module = None) -> Path:
+        """One file with everything needed to run: the network, its weights and thresholds, meta data,
+        and the source ANN (a few MB) so the SNN can always be scored against it."""
         reset_net(self)
         return atomic_torch_save({"format": FORMAT, "version": FORMAT_VERSION, "network": self,
-                                  "meta": self.meta}, path)
+                                  "meta": self.meta, "ann": ann}, path)
 
 
-def load_snn(path: Union[str, Path]) -> SpikingNetwork:
-    """Load a converted network, failing clearly on anything that is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise fail(path, "file not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise fail(path, f"not a readable PyTorch file ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+def is_snn_file(ckpt) -> bool:
+    return isinstance(ckpt, dict) and ckpt.get("format") == FORMAT
+
+
+def load_snn(path: Union[str, Path], ckpt: dict = None):
+    """(SNN, its source ANN) from a converted file, failing clearly on anything that is not one.
+
+    ckpt: the file's content when the caller has already read it.
+    """
+    ckpt = load_torch_file(path) if ckpt is None else ckpt
+    if not is_snn_file(ckpt):
         raise fail(path, "not a spikedet SNN file (convert a checkpoint with tools/convert.py first)")
     if ckpt.get("version") != FORMAT_VERSION:
         raise fail(path, f"SNN file format version {ckpt.get('version')}, this spikedet reads {FORMAT_VERSION}")
-    return ckpt["network"].eval()
+    return ckpt["network"].eval(), ckpt.get("ann")

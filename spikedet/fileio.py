@@ -39,3 +39,18 @@ def atomic_torch_save(obj, path) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch_file(path):
+    """torch.load onto the CPU, with a one-line error for a missing, corrupt or foreign file."""
+    import torch
+
+    from .errors import fail
+
+    path = Path(path)
+    if not path.is_file():
+        raise fail(path, "file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise fail(path, f"not a readable PyTorch file ({e.__class__.__name__})") from None

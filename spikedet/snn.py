@@ -48,50 +48,82 @@ def _conv(conv: nn.Conv2d, x):
     return y, out[0].numel() * per_output
 
 
-class IFNeuron(nn.Module):
-    """Integrate-and-fire neurons with unit threshold.
+SPIKE_MODES = ("binary", "signed", "burst")
 
-    v += I_t; spike where v >= 1; then v -= 1 (reset by subtraction) or v = 0 (reset to zero).
-    v starts at v_init (0.5: half threshold, which centres the quantization error; or 0).
-    With negative_threshold = -1/alpha a neuron also fires negative spikes (v <= -1/alpha, then
-    v += 1/alpha): the signed neuron of Spiking-YOLO for leaky ReLU with slope alpha.
+
+class IFNeuron(nn.Module):
+    """Integrate-and-fire neurons with unit threshold and reset by subtraction (or to zero).
+
+    Per step: v += I_t, then the neuron emits s_t and v -= s_t. v starts at v_init (0.5, half threshold,
+    centres the quantization error; or 0). What s_t may be:
+
+    - "binary": 1 where v >= 1, else 0 (Spiking-YOLO, the dual-error paper). Its count after T steps
+      depends on when input arrives: in deep layers early spikes later input does not support, and input
+      arriving too late to be answered, are the "unevenness error".
+    - "signed": also -1 where v < 0 and the neuron has a spike to take back (signed spikes, Fast-SNN, Hu et
+      al. 2023; TerMapping's double threshold, Yu et al. 2020): over-firing is corrected.
+    - "burst": s_t = floor(v), an integer event standing for that many spikes (burst / augmented spikes,
+      Li & Zeng 2022; AugMapping, Yu et al. 2020), kept so that 0 <= net count <= steps so far. After T
+      steps the net count is exactly clip(floor(total input + v_init), 0, T): the dual-error activation
+      with L = T, whatever the order in which the input arrived.
+
+    negative_threshold = -1/alpha (binary mode): the signed neuron of Spiking-YOLO for leaky ReLU with
+    slope alpha, firing -1 when v <= -1/alpha, then v += 1/alpha.
+    Synaptic operations count |s_t|: a burst of k costs what k spikes cost.
     """
 
-    def __init__(self, v_init: float = 0.5, reset: str = "subtract", negative_threshold: float = None):
+    def __init__(self, v_init: float = 0.5, reset: str = "subtract", spikes: str = "binary",
+                 negative_threshold: float = None):
         super().__init__()
         if reset not in ("subtract", "zero"):
             raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
-        self.v_init, self.reset_mode, self.negative_threshold = float(v_init), reset, negative_threshold
-        self.v = None
-        self.spike_count = 0.0  # total |spikes| since reset, for statistics
-        self.neurons = 0
+        if spikes not in SPIKE_MODES:
+            raise ValueError(f"spikes must be one of {SPIKE_MODES}, got {spikes!r}")
+        if (spikes != "binary" or negative_threshold is not None) and reset != "subtract":
+            raise ValueError("signed, burst and leaky neurons need reset by subtraction")
+        self.v_init, self.reset_mode, self.spikes = float(v_init), reset, spikes
+        self.negative_threshold = negative_threshold
+        self.reset()
 
     def reset(self):
-        self.v, self.spike_count, self.neurons = None, 0.0, 0
+        self.v, self.net, self.steps, self.spike_count, self.neurons = None, None, 0, 0.0, 0
 
     def extra_repr(self):
-        return f"v_init={self.v_init}, reset={self.reset_mode}, negative_threshold={self.negative_threshold}"
+        return (f"v_init={self.v_init}, reset={self.reset_mode}, spikes={self.spikes}, "
+                f"negative_threshold={self.negative_threshold}")
+
+    def _emit(self, v: torch.Tensor, net: torch.Tensor) -> torch.Tensor:
+        if self.spikes == "burst":
+            return torch.minimum(torch.maximum(torch.floor(v), -net), self.steps - net)
+        s = (v >= 1.0).to(v.dtype)
+        if self.spikes == "signed":
+            return s - ((v < 0) & (net > 0)).to(v.dtype)
+        if self.negative_threshold is not None:
+            return s - (v <= self.negative_threshold).to(v.dtype)
+        return s
 
     def forward(self, current) -> torch.Tensor:
-        steps = current.steps if isinstance(current, Static) else current.shape[0]
-        first = current.x if isinstance(current, Static) else current[0]
+        static = isinstance(current, Static)
+        steps = current.steps if static else current.shape[0]
+        first = current.x if static else current[0]
         if self.v is None:
-            self.v = torch.full_like(first, self.v_init)
+            self.v, self.net = torch.full_like(first, self.v_init), torch.zeros_like(first)
             self.neurons = first[0].numel()
         out = torch.empty((steps, *first.shape), dtype=first.dtype, device=first.device)
-        v = self.v
+        v, net = self.v, self.net
         for k in range(steps):
-            v = v + (current.x if isinstance(current, Static) else current[k])
-            spikes = (v >= 1.0).to(v.dtype)
+            self.steps += 1
+            v = v + (current.x if static else current[k])
+            s = self._emit(v, net)
             if self.negative_threshold is not None:
-                spikes = spikes - (v <= self.negative_threshold).to(v.dtype)
-                v = v - spikes * torch.where(spikes < 0, -self.negative_threshold, 1.0)
+                v = v - s * torch.where(s < 0, -self.negative_threshold, 1.0)
             elif self.reset_mode == "subtract":
-                v = v - spikes
+                v = v - s
             else:
-                v = v * (1.0 - spikes)
-            out[k] = spikes
-        self.v = v
+                v = v * (1.0 - s)
+            net = net + s
+            out[k] = s
+        self.v, self.net = v, net
         self.spike_count += float(out.abs().sum())
         return out
 
@@ -147,31 +179,33 @@ class Integrator(nn.Module):
 class SpikeMaxPool(nn.Module):
     """Max-pooling of spikes gated by spike counts (Rueckauer et al. 2017, sec. 2.4; sinabs' count-gated pool).
 
-    At each step, each window passes the spike of the input neuron with the highest spike count so far
-    (this step included), so the output rate converges to the maximum input rate. A plain max of spikes
-    per step would pass any spike and overestimate.
+    Each window passes, at each step, the spike of the input neuron with the highest spike count so far,
+    where a neuron that merely draws level with the current leader does not take the lead. That is the
+    same as emitting a spike exactly when the window's highest count rises, so the output count equals
+    the maximum input count after every step: the max-pool of the rates, with no overcounting on ties.
+    (A plain max of spikes per step passes any neuron's spike and overestimates.)
     """
 
     def __init__(self, pool: nn.MaxPool2d):
         super().__init__()
         self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
-        self.counts = None
+        self.reset()
 
     def reset(self):
-        self.counts = None
+        self.counts, self.leader_counts = None, None
 
     def forward(self, x):
         if isinstance(x, Static):
             return Static(F.max_pool2d(x.x, self.kernel_size, self.stride, self.padding), x.steps)
-        if self.counts is None:
-            self.counts = torch.zeros_like(x[0])
-        outs = []
-        for k in range(x.shape[0]):
-            self.counts = self.counts + x[k]
-            _, idx = F.max_pool2d(self.counts, self.kernel_size, self.stride, self.padding, return_indices=True)
-            flat = x[k].flatten(2)
-            outs.append(flat.gather(2, idx.flatten(2)).view(idx.shape))
-        return torch.stack(outs)
+        counts = torch.cumsum(x, 0)
+        if self.counts is not None:
+            counts = counts + self.counts
+        self.counts = counts[-1]
+        highest = _unfold_time(F.max_pool2d(_fold_time(counts), self.kernel_size, self.stride, self.padding),
+                               x.shape[0])
+        before = torch.zeros_like(highest[:1]) if self.leader_counts is None else self.leader_counts[None]
+        self.leader_counts = highest[-1]
+        return torch.diff(highest, dim=0, prepend=before)
 
 
 class PerStep(nn.Module):

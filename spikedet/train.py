@@ -16,7 +16,7 @@ from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from .activation import calibrate_thresholds
 from .errors import fail
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, load_torch_file
 from .model import SpikingYOLO, load_model_config
 from .offline import guard_ultralytics_downloads
 
@@ -105,19 +105,14 @@ def _calibrate_before_training(trainer):
     trainer.ema = ModelEMA(trainer.model)  # the EMA copy must start from the calibrated thresholds
 
 
-def load_ann_checkpoint(path: Union[str, Path]) -> SpikingYOLO:
-    """The trained network in a spikedet/ultralytics checkpoint, in float32 eval mode; a clear error otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise fail(path, "checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise fail(path, f"not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
-    model = None
-    if isinstance(ckpt, dict):
-        model = ckpt.get("ema") or ckpt.get("model")
+def load_ann_checkpoint(path: Union[str, Path], ckpt: dict = None) -> SpikingYOLO:
+    """The trained network in a spikedet/ultralytics checkpoint, in float32 eval mode; a clear error otherwise.
+
+    ckpt: the file's content when the caller has already read it.
+    """
+    ckpt = load_torch_file(path) if ckpt is None else ckpt
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
     if not isinstance(model, SpikingYOLO):
-        kind = type(model).__name__ if model is not None else type(ckpt).__name__
+        kind = type(model if model is not None else ckpt).__name__
         raise fail(path, f"not a spikedet ANN checkpoint (it holds a {kind}, expected SpikingYOLO)")
     return model.float().eval()

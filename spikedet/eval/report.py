@@ -41,3 +41,65 @@ def format_voc_table(results: dict) -> str:
     lines.append("-" * len(header))
     lines.append(f"{'mAP':<{width}}  {_value(voc07['mAP']):>6}  {_value(voc10['mAP']):>6}")
     return "\n".join(lines)
+
+
+def headline(metrics: dict) -> Dict[str, Optional[float]]:
+    """The two numbers a sweep table shows: COCO AP50 and AP (as mAP50, mAP50_95), or VOC07 and VOC10 mAP."""
+    if "coco" in metrics:
+        return {"mAP50": metrics["coco"]["AP50"], "mAP50_95": metrics["coco"]["AP"]}
+    return {"voc07": metrics["voc07"]["mAP"], "voc10": metrics["voc10"]["mAP"]}
+
+
+def format_sweep_table(results: dict) -> str:
+    """ANN, then SNN per T, with the SNN / ANN ratio of each headline number."""
+    ann = headline(results["ann"]) if "ann" in results else None
+    rows = [("ANN", ann)] + [(f"SNN T={t}", headline(m)) for t, m in results.get("snn", {}).items()]
+    keys = list(rows[0][1] if rows[0][1] else rows[1][1])
+    header = f"{'model':<12}" + "".join(f"{k:>10}" for k in keys) + ("" if ann is None else
+                                                                   "".join(f"{k + '/ANN':>14}" for k in keys))
+    lines = [header, "-" * len(header)]
+    for name, values in rows:
+        if values is None:
+            continue
+        line = f"{name:<12}" + "".join(f"{_value(values[k]):>10}" for k in keys)
+        if ann is not None and name != "ANN":
+            line += "".join(f"{_ratio(values[k], ann[k]):>14}" for k in keys)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _ratio(value: Optional[float], reference: Optional[float]) -> str:
+    return "-" if value is None or not reference else f"{100 * value / reference:.1f}%"
+
+
+def plot_sweep(results: dict, path, title: str = "mAP vs time steps") -> None:
+    """PNG of each headline metric against T (log scale), the ANN as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import atomic_write_bytes
+
+    snn = results.get("snn", {})
+    steps = [int(t) for t in snn]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, key in enumerate(headline(next(iter(snn.values())) if snn else results["ann"])):
+        color = f"C{i}"
+        if snn:
+            ax.plot(steps, [headline(m)[key] or 0.0 for m in snn.values()], "o-", color=color, label=f"SNN {key}")
+        if "ann" in results:
+            ax.axhline(headline(results["ann"])[key] or 0.0, color=color, ls="--", label=f"ANN {key}")
+    if steps:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(t) for t in steps])
+    ax.set(xlabel="time steps T", ylabel="mAP", title=title, ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
