@@ -1,0 +1,66 @@
+"""train -> convert -> eval through the CLI, on a tiny embedded dataset."""
+import json
+
+import pytest
+
+from spikedet.cli import main
+from spikedet.data.coco import read_coco
+from spikedet.data.shapes import make_shapes_dataset
+from spikedet.predict import load_network
+from spikedet.validate import detect_records
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    data = make_shapes_dataset(root / "shapes", imgsz=64, counts={"train": 8, "val": 4, "test": 4}, seed=2,
+                               progress=False)
+    assert main(["train", "--data", str(data["yolo"]), "--scale", "n", "--epochs", "1", "--imgsz", "64",
+                 "--batch", "4", "--workers", "0", "--project", str(root), "--name", "run", "--levels", "4",
+                 "--plots", "false"]) == 0
+    return data, root / "run" / "weights" / "best.pt", root
+
+
+def test_snn_at_t_equals_l_scores_exactly_as_its_ann(trained):
+    data, weights, root = trained
+    snn = root / "net.snn.pt"
+    assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64"]) == 0
+    out = root / "sweep.json"
+    plot = root / "sweep.png"
+    assert main(["eval", "--weights", str(snn), "--gt-coco", str(data["coco"]["test"]), "--timesteps", "2", "4",
+                 "--conf", "0.0", "--json", str(out), "--plot", str(plot)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"ann", "snn"} and set(results["snn"]) == {"2", "4"}
+    assert results["snn"]["4"] == results["ann"]
+    assert plot.stat().st_size > 1000
+
+    # The same holds detection by detection (a one-epoch network scores ~0, so compare the detections).
+    network, ann = load_network(snn)
+    records, _ = read_coco(data["coco"]["test"])
+    ann_dets = detect_records(ann, records, 64, conf=0.0, progress=False)[None]
+    snn_dets = detect_records(network, records, 64, timesteps=[4], conf=0.0, progress=False)[4]
+    assert sum(map(len, ann_dets)) > 0
+    for a_image, s_image in zip(ann_dets, snn_dets):
+        assert [d.label for d in a_image] == [d.label for d in s_image]
+        assert all(abs(a.score - s.score) < 1e-4 and abs(a.box - s.box).max() < 1e-3
+                   for a, s in zip(a_image, s_image))
+
+
+def test_snn_scores_on_the_voc_layout_too(trained):
+    data, weights, root = trained
+    snn = root / "net-binary.snn.pt"
+    assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64",
+                 "--spikes", "binary"]) == 0
+    out = root / "voc.json"
+    assert main(["eval", "--weights", str(snn), "--gt-voc", str(data["voc"]), "--split", "test",
+                 "--data", str(data["yolo"]), "--timesteps", "8", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for metrics in (results["ann"], results["snn"]["8"]):
+        assert set(metrics) == {"voc07", "voc10"}
+        assert set(metrics["voc07"]["per_class"]) == {"circle", "square", "triangle"}
+
+
+def test_ann_checkpoint_scores_alone(trained, capsys):
+    data, weights, _ = trained
+    assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64"]) == 0
+    assert "ANN" in capsys.readouterr().out

@@ -1,0 +1,60 @@
+"""Training through ultralytics: a one-epoch run writes a checkpoint that rebuilds the same network, offline."""
+import pytest
+import torch
+
+from spikedet import SpikedetError
+from spikedet.activation import DualErrorReLU
+from spikedet.cli import main
+from spikedet.data.shapes import make_shapes_dataset
+from spikedet.model import SpikingYOLO
+from spikedet.train import load_ann_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return make_shapes_dataset(root, imgsz=64, counts={"train": 8, "val": 4, "test": 4}, seed=1, progress=False)
+
+
+def test_one_epoch_writes_a_checkpoint_that_reloads_with_its_settings(tiny_shapes, tmp_path, no_network):
+    code = main(["train", "--data", str(tiny_shapes["yolo"]), "--model", "yolov3-tiny", "--scale", "n",
+                 "--epochs", "1", "--imgsz", "64", "--batch", "4", "--workers", "0", "--project", str(tmp_path),
+                 "--name", "run", "--levels", "4", "--granularity", "layer", "--plots", "false"])
+    assert code == 0
+    best = tmp_path / "run" / "weights" / "best.pt"
+    model = load_ann_checkpoint(best)
+    assert model.yaml["dual_error"]["levels"] == 4 and model.yaml["dual_error"]["granularity"] == "layer"
+    acts = [m for m in model.modules() if isinstance(m, DualErrorReLU)]
+    assert acts and all(a.lam.numel() == 1 for a in acts)
+    # lambda was calibrated from activations before training, not left at its initial 1.0
+    assert not all(torch.allclose(a.lam, torch.ones(1)) for a in acts)
+    assert model.names == {0: "circle", 1: "square", 2: "triangle"}
+    rebuilt = SpikingYOLO(model.yaml, nc=3)  # the config recorded in the file alone rebuilds the network
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(rebuilt.eval()(x)[0], model(x)[0])
+    assert not list((tmp_path / "run" / "weights").glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_relu_baseline_flag_turns_both_errors_off(tiny_shapes, tmp_path):
+    code = main(["train", "--data", str(tiny_shapes["yolo"]), "--scale", "n", "--epochs", "1", "--imgsz", "64",
+                 "--batch", "4", "--workers", "0", "--project", str(tmp_path), "--name", "relu", "--relu",
+                 "--plots", "false"])
+    assert code == 0
+    settings = load_ann_checkpoint(tmp_path / "relu" / "weights" / "best.pt").settings
+    assert settings.is_relu
+
+
+def test_wrong_checkpoints_fail_with_one_line(tmp_path, capsys):
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(SpikedetError, match="other.pt: not a spikedet ANN checkpoint"):
+        load_ann_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    assert main(["convert", "--weights", str(tmp_path / "broken.pt"), "--output", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "broken.pt: not a readable PyTorch file" in err
+
+
+def test_missing_dataset_yaml_fails_clearly(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "none.yaml"), "--epochs", "1"]) == 2
+    assert "none.yaml: dataset YAML not found" in capsys.readouterr().err
