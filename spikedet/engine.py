@@ -13,7 +13,7 @@ from torch import nn
 
 from .errors import fail
 from .fileio import atomic_torch_save, load_torch_file
-from .snn import IFNeuron, Integrator, SpikingConv, Static, reset_net
+from .snn import IFNeuron, Integrator, Recorder, SpikingConv, Static, reset_net
 
 FORMAT = "spikedet-snn"
 FORMAT_VERSION = 1
@@ -52,11 +52,13 @@ class SpikingNetwork(nn.Module):
 
     @torch.no_grad()
     def simulate(self, images: torch.Tensor, timesteps: Iterable[int], chunk: int = 16,
-                 coding: str = "constant", generator: torch.Generator = None) -> Dict[int, torch.Tensor]:
+                 coding: str = "constant", generator: torch.Generator = None,
+                 statistics: bool = False) -> Dict[int, torch.Tensor]:
         """Run up to max(timesteps); return {T: decoded predictions (B, 4 + nc, anchors)} for each T.
 
         coding: "constant" feeds the image as the same input current at every step (the standard for
         detection); "poisson" feeds Bernoulli spikes with the pixel value as probability per step.
+        statistics: count spikes for statistics() (costs a pass over every layer's events).
         """
         wanted = sorted({int(t) for t in timesteps})
         if not wanted or wanted[0] < 1:
@@ -64,6 +66,9 @@ class SpikingNetwork(nn.Module):
         if coding not in ("constant", "poisson"):
             raise ValueError(f"coding must be 'constant' or 'poisson', got {coding!r}")
         reset_net(self)
+        for m in self.modules():
+            if isinstance(m, Recorder):
+                m.record = statistics
         results, done = {}, 0
         while done < wanted[-1]:
             steps = min(chunk, wanted[-1] - done)
@@ -82,7 +87,8 @@ class SpikingNetwork(nn.Module):
 
     # ----- statistics
     def statistics(self, batch_size: int) -> dict:
-        """Per-layer firing rates, spikes, synaptic operations and the energy estimate of the last run.
+        """Per-layer firing rates, spikes, synaptic operations and the energy estimate of the last run
+        (simulated with statistics=True).
 
         SOP_l = (input events per input neuron) * MACs_l, i.e. input rate x T x MACs_l per image.
         """

@@ -55,6 +55,17 @@ def test_burst_neuron_count_is_the_quantized_total_whatever_the_timing():
     assert torch.all(out.cumsum(0) >= 0) and torch.all(out.cumsum(0) <= torch.arange(1, steps + 1).view(-1, 1, 1))
 
 
+@pytest.mark.parametrize("spikes", ["binary", "signed", "burst"])
+def test_constant_current_closed_form_equals_the_step_loop(spikes):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 5) * 0.7
+    static, looped = IFNeuron(spikes=spikes), IFNeuron(spikes=spikes)
+    fast = torch.cat([static(Static(x, 5)), static(Static(x, 7))])  # two chunks, state carried
+    slow = torch.cat([looped(x.expand(5, *x.shape)), looped(x.expand(7, *x.shape))])
+    assert torch.equal(fast, slow)
+    assert torch.allclose(static.v, looped.v, atol=1e-5) and torch.equal(static.net, looped.net)
+
+
 def test_signed_neuron_takes_back_unsupported_spikes():
     current = torch.tensor([1.0, 1.0, -1.0, -1.0, 0.0]).view(5, 1, 1)
     assert IFNeuron(v_init=0.0, spikes="binary")(current).sum().item() == 2  # over-fired
@@ -145,7 +156,7 @@ def test_spike_max_pool_count_is_the_max_count_after_every_step():
 def test_statistics_report_rates_sops_and_energy():
     model, images, _ = random_network(levels=8)
     snn = convert(model)
-    snn.simulate(images, [16])
+    snn.simulate(images, [16], statistics=True)
     stats = snn.statistics(batch_size=len(images))
     assert stats["timesteps"] == 16 and stats["energy_constants_pj"] == {
         "E_MAC": 4.6, "E_AC": 0.9, "source": "Horowitz 2014, 45 nm, 32-bit float"}
