@@ -178,6 +178,7 @@ def _add_eval_arguments(parser):
     net.add_argument("--resize", choices=("letterbox", "stretch"), default="letterbox")
     net.add_argument("--conf", type=float, default=0.001, help="score threshold (default: 0.001, as for mAP)")
     net.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    net.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="OUT.json", help="also write the results here")
     output.add_argument("--plot", metavar="OUT.png", help="plot mAP against T here (with --weights)")
@@ -220,7 +221,7 @@ def _score_network(args, class_names):
     imgsz = args.imgsz or getattr(network, "meta", {}).get("imgsz") or 416
     common = dict(gt_coco=args.gt_coco, gt_voc=args.gt_voc, split=args.split, images_dir=args.images,
                   voc_class_names=class_names, batch_size=args.batch, resize=args.resize, conf=args.conf,
-                  iou=args.iou)
+                  iou=args.iou, device=args.device)
     results = {}
     for ann in (source_ann, network) if source_ann is not None else (network,):
         results.update(evaluate_network(ann, imgsz, timesteps=args.timesteps, chunk=args.chunk, **common))
@@ -228,3 +229,51 @@ def _score_network(args, class_names):
     if args.plot:
         plot_sweep(results, args.plot, title=f"{args.weights}")
     return results
+
+
+# --- detect -------------------------------------------------------------------------------------------------
+
+
+def _add_detect_arguments(parser):
+    parser.add_argument("--source", required=True, help="an image, a folder, a glob pattern or a video file")
+    parser.add_argument("--weights", required=True, help="an SNN file or an ANN checkpoint")
+    parser.add_argument("--timesteps", type=int, help="SNN time steps (default: the T it was converted for)")
+    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
+    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
+    parser.add_argument("--imgsz", type=int, help="network input size (default: the SNN's, else 416)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--project", default="runs/detect")
+    parser.add_argument("--name", default="exp", help="run folder name; exp2, exp3, ... when taken")
+    parser.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels per image")
+    parser.add_argument("--save-rates", action="store_true", help="SNN: write per-layer firing rates")
+
+
+@command("detect", help="detect objects in images or videos and save annotated copies")(_add_detect_arguments)
+def _run_detect(args):
+    from .detect import detect
+
+    summary = detect(args.source, args.weights, timesteps=args.timesteps, conf=args.conf, iou=args.iou,
+                     imgsz=args.imgsz, device=args.device, project=args.project, name=args.name,
+                     save_txt=args.save_txt, save_rates=args.save_rates)
+    print(f"{summary.images} images, {summary.detections} detections, {len(summary.skipped)} files skipped"
+          f" -> {summary.output}")
+    for line in summary.skipped:
+        print(f"  skipped {line}")
+
+
+# --- demo ---------------------------------------------------------------------------------------------------
+
+
+def _add_demo_arguments(parser):
+    parser.add_argument("--output", default="runs/demo")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: spikedet.demo.DEMO)")
+    parser.add_argument("--timesteps", type=int, nargs="+", help="SNN read-out times (default: DEMO)")
+
+
+@command("demo", help="the whole pipeline on the embedded shapes data: data, train, convert, score, detect")(
+    _add_demo_arguments)
+def _run_demo(args):
+    from .demo import run_demo
+
+    given = {k: getattr(args, k) for k in ("epochs", "timesteps") if getattr(args, k) is not None}
+    run_demo(args.output, **given)

@@ -97,10 +97,10 @@ def class_names(network) -> Dict[int, str]:
 
 @torch.no_grad()
 def run_network(network, batch: torch.Tensor, timesteps: Optional[Sequence[int]] = None,
-                chunk: int = 16) -> Dict[Optional[int], torch.Tensor]:
+                chunk: int = 16, statistics: bool = False) -> Dict[Optional[int], torch.Tensor]:
     """Raw outputs: {None: ann_output} for an ANN, {T: output} for an SNN at each requested T."""
     if isinstance(network, SpikingNetwork):
         if not timesteps:
             raise ValueError("an SNN needs the time steps to simulate")
-        return network.simulate(batch, timesteps, chunk=chunk)
+        return network.simulate(batch, timesteps, chunk=chunk, statistics=statistics)
     return {None: network(batch)[0]}

@@ -38,8 +38,8 @@ def train(data: Union[str, Path], model: Union[str, Path] = "yolov3-tiny", epoch
     """
     if not Path(data).is_file():
         raise fail(data, "dataset YAML not found")
-    args = {**ultralytics_args, "data": str(data), "epochs": epochs, "imgsz": imgsz,
-            "batch": batch, "project": str(Path(project).resolve()), "name": name, "exist_ok": False}
+    args = {"exist_ok": False, **ultralytics_args, "data": str(data), "epochs": epochs, "imgsz": imgsz,
+            "batch": batch, "project": str(Path(project).resolve()), "name": name}
     if device is not None:
         args["device"] = device
     if resume:

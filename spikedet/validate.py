@@ -41,19 +41,20 @@ def label_map(network_names: Dict[int, str], gt_names: Sequence[str], source) ->
 @torch.no_grad()
 def detect_records(network, records: List[ImageRecord], imgsz: int, timesteps: Optional[Sequence[int]] = None,
                    batch_size: int = 8, resize: str = "letterbox", conf: float = 0.001, iou: float = 0.7,
-                   chunk: int = 16, progress: bool = True) -> Dict[Optional[int], list]:
+                   chunk: int = 16, device: str = "cpu", progress: bool = True) -> Dict[Optional[int], list]:
     """Run the network over the records' images: {None or T: per image, a list of Detection}."""
     from ultralytics.utils import TQDM
 
+    network = network.to(device)
     outputs: Dict[Optional[int], list] = {}
     starts = range(0, len(records), batch_size)
     for start in TQDM(starts, desc="detecting", disable=not progress, total=len(starts)):
         batch = records[start:start + batch_size]
         images = [load_image(r.path) for r in batch]
-        tensor = torch.stack([preprocess(im, imgsz, resize) for im in images])
+        tensor = torch.stack([preprocess(im, imgsz, resize) for im in images]).to(device)
         for key, raw in run_network(network, tensor, timesteps, chunk).items():
             outputs.setdefault(key, []).extend(
-                postprocess(raw, imgsz, [im.shape for im in images], resize, conf, iou))
+                postprocess(raw.cpu(), imgsz, [im.shape for im in images], resize, conf, iou))
     return outputs
 
 
