@@ -1,24 +1,10 @@
 """train -> convert -> eval through the CLI, on a tiny embedded dataset."""
 import json
 
-import pytest
-
 from spikedet.cli import main
 from spikedet.data.coco import read_coco
-from spikedet.data.shapes import make_shapes_dataset
 from spikedet.predict import load_network
 from spikedet.validate import detect_records
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    data = make_shapes_dataset(root / "shapes", imgsz=64, counts={"train": 8, "val": 4, "test": 4}, seed=2,
-                               progress=False)
-    assert main(["train", "--data", str(data["yolo"]), "--scale", "n", "--epochs", "1", "--imgsz", "64",
-                 "--batch", "4", "--workers", "0", "--project", str(root), "--name", "run", "--levels", "4",
-                 "--plots", "false"]) == 0
-    return data, root / "run" / "weights" / "best.pt", root
 
 
 def test_snn_at_t_equals_l_scores_exactly_as_its_ann(trained):

@@ -5,15 +5,13 @@ import torch
 from spikedet import SpikedetError
 from spikedet.activation import DualErrorReLU
 from spikedet.cli import main
-from spikedet.data.shapes import make_shapes_dataset
 from spikedet.model import SpikingYOLO
 from spikedet.train import load_ann_checkpoint
 
 
-@pytest.fixture(scope="module")
-def tiny_shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    return make_shapes_dataset(root, imgsz=64, counts={"train": 8, "val": 4, "test": 4}, seed=1, progress=False)
+@pytest.fixture
+def tiny_shapes(trained):
+    return trained[0]
 
 
 def test_one_epoch_writes_a_checkpoint_that_reloads_with_its_settings(tiny_shapes, tmp_path, no_network):
