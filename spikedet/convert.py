@@ -12,6 +12,7 @@ learned clip threshold of a clipping dual-error activation (its exact scale), or
 the ANN's activations over calibration images.
 """
 import copy
+from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
@@ -244,15 +245,10 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     return snn
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def calibration_images(source, imgsz: int, count: int = 32) -> torch.Tensor:
     """The first `count` images (sorted, so reproducible) of a dataset YAML's train split or of a folder."""
-    from pathlib import Path
-
     from .data.yolo import read_yolo
-    from .predict import load_image, preprocess
+    from .predict import IMAGE_SUFFIXES, load_image, preprocess
 
     source = Path(source)
     if source.suffix in (".yaml", ".yml"):

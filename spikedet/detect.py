@@ -17,10 +17,10 @@ import numpy as np
 from .engine import SpikingNetwork
 from .errors import SpikedetError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .predict import Detection, class_names, load_network, postprocess, preprocess, run_network
+from .predict import (IMAGE_SUFFIXES, Detection, class_names, load_network, postprocess, preprocess,
+                      run_network)
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
 
 

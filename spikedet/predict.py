@@ -19,6 +19,7 @@ from .fileio import load_torch_file
 from .train import load_ann_checkpoint
 
 RESIZE_MODES = ("letterbox", "stretch")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass

@@ -34,13 +34,20 @@ def test_one_epoch_writes_a_checkpoint_that_reloads_with_its_settings(tiny_shape
     assert not list((tmp_path / "run" / "weights").glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
-def test_relu_baseline_flag_turns_both_errors_off(tiny_shapes, tmp_path):
+def test_relu_baseline_flag_turns_both_errors_off(tiny_shapes, tmp_path, capsys):
     code = main(["train", "--data", str(tiny_shapes["yolo"]), "--scale", "n", "--epochs", "1", "--imgsz", "64",
                  "--batch", "4", "--workers", "0", "--project", str(tmp_path), "--name", "relu", "--relu",
                  "--plots", "false"])
     assert code == 0
-    settings = load_ann_checkpoint(tmp_path / "relu" / "weights" / "best.pt").settings
-    assert settings.is_relu
+    weights = tmp_path / "relu" / "weights" / "best.pt"
+    assert load_ann_checkpoint(weights).settings.is_relu
+    # no learned clip threshold: conversion needs calibration images, and says so in one line
+    snn = tmp_path / "relu.snn.pt"
+    assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64"]) == 2
+    assert "needs calibration images" in capsys.readouterr().err
+    assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64",
+                 "--calibration", str(tiny_shapes["yolo"]), "--calibration-count", "4"]) == 0
+    assert snn.is_file()
 
 
 def test_wrong_checkpoints_fail_with_one_line(tmp_path, capsys):
