@@ -54,3 +54,16 @@ def load_torch_file(path):
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise fail(path, f"not a readable PyTorch file ({e.__class__.__name__})") from None
+
+
+def read_json(path, what: str = "file"):
+    """Parsed JSON, with a one-line error naming the file when it is missing or not JSON."""
+    from .errors import fail
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise fail(path, f"{what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise fail(path, f"not valid JSON ({e})") from None

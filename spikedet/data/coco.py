@@ -1,9 +1,9 @@
 """COCO instances JSON: read it into ImageRecords, and convert it to the ultralytics layout for training."""
-import json
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import fail
+from ..fileio import read_json
 from .records import ImageRecord
 from .yolo import _write_yolo_split
 
@@ -20,12 +20,7 @@ def read_coco(instances_json, images_dir=None,
     instances_json = Path(instances_json)
     if images_dir is None:
         images_dir = instances_json.parent.parent / instances_json.stem.removeprefix("instances_")
-    try:
-        data = json.loads(instances_json.read_text())
-    except FileNotFoundError:
-        raise fail(instances_json, "COCO annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise fail(instances_json, f"not valid JSON ({e})") from None
+    data = read_json(instances_json, "COCO annotation file")
     try:
         categories = sorted(data["categories"], key=lambda c: c["id"])
         if class_names is None:

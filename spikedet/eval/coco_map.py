@@ -1,7 +1,6 @@
 """COCO box mAP through pycocotools' COCOeval, so the numbers are the ones papers report."""
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -9,6 +8,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..errors import fail
+from ..fileio import read_json
 from .detections import load_detections
 
 # The order of COCOeval.stats.
@@ -37,12 +37,7 @@ def evaluate_coco(gt_json_path, detections, verbose: bool = False) -> Dict[str, 
 
 def _load_coco_gt(path: Path) -> COCO:
     """Read the instances JSON ourselves so a bad file is a one-line error, not a pycocotools traceback."""
-    try:
-        dataset = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise fail(path, "COCO ground truth file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise fail(path, f"not valid JSON ({e})") from None
+    dataset = read_json(path, "COCO ground truth file")
     if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= dataset.keys():
         raise fail(path, "not a COCO instances file (needs images, annotations and categories)")
     coco = COCO()

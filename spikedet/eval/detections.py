@@ -3,7 +3,6 @@
 A detections file is a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}, the format
 pycocotools' loadRes reads. Both evaluators take it, so a model's output is written one way only.
 """
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import List, Union
 import numpy as np
 
 from ..errors import fail
+from ..fileio import read_json
 
 REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 
@@ -66,12 +66,7 @@ def load_detections(detections) -> Detections:
 
 
 def _read_json_list(path: Path) -> list:
-    try:
-        entries = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise fail(path, "detections file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise fail(path, f"not valid JSON ({e})") from None
+    entries = read_json(path, "detections file")
     if not isinstance(entries, list):
         raise fail(path, "expected a JSON list of detections {image_id, category_id, bbox, score}")
     return entries
