@@ -131,8 +131,14 @@ class Converter:
 
         if isinstance(m, nn.MaxPool2d):
             return SpikeMaxPool(m), in_scale
-        if isinstance(m, (nn.ZeroPad2d, nn.Upsample, nn.AvgPool2d, nn.Identity)):
+        if isinstance(m, (nn.ZeroPad2d, nn.ReplicationPad2d, nn.Upsample, nn.AvgPool2d, nn.Identity)):
             return PerStep(copy.deepcopy(m)), in_scale
+        if isinstance(m, nn.Sequential):  # one routed layer made of several ops (e.g. darknet's padded pool)
+            parts = []
+            for k, part in enumerate(m):
+                converted, in_scale = self.layer(f"{name}.{k}", part, in_scale)
+                parts.append(converted)
+            return nn.Sequential(*parts), in_scale
         if isinstance(m, Concat):
             if m.d != 1:
                 raise SpikedetError(f"cannot convert layer {name}: concat along dim {m.d}")
@@ -151,34 +157,49 @@ class Converter:
         return nn.Sequential(*layers)
 
     def build(self) -> SpikingNetwork:
-        from ultralytics.nn.modules import Detect
-
         *body, head = self.model.model
-        if not isinstance(head, Detect):
-            raise SpikedetError(f"the last layer must be a detection head, got {type(head).__name__}")
-        if getattr(head, "end2end", False):
-            raise SpikedetError("end-to-end (NMS-free) heads are not supported by the converter")
         scales, layers, sources = [], [], []
-        in_channels = self.model.yaml.get("channels", 3)
-        x_scale = torch.ones(in_channels)  # the image enters as analog current
+        x_scale = torch.ones(getattr(self.model, "yaml", {}).get("channels", 3))  # the image: analog current
         for m in body:
             in_scale = x_scale if m.f == -1 else (scales[m.f] if isinstance(m.f, int) else
                                                   [x_scale if j == -1 else scales[j] for j in m.f])
+            _check_spiking_input(m, layers)
             layer, x_scale = self.layer(f"model.{m.i}", m, in_scale)
             layers.append(layer)
             sources.append(m.f)
             scales.append(x_scale)
-        head_scales = [x_scale if j == -1 else scales[j] for j in head.f]
-        spiking_head = SpikingDetect(
-            head,
-            [self.branch(f"model.{head.i}.cv2.{k}", head.cv2[k], s) for k, s in enumerate(head_scales)],
-            [self.branch(f"model.{head.i}.cv3.{k}", head.cv3[k], s) for k, s in enumerate(head_scales)],
-        )
         meta = {"names": dict(getattr(self.model, "names", {})), "stride": self.model.stride.tolist(),
                 "normalization": self.normalization, "v_init": self.v_init, "reset": self.reset,
-                "spikes": self.spikes,
-                "scales": self.record}
-        return SpikingNetwork(layers, sources, self.model.save, spiking_head, list(head.f), meta)
+                "spikes": self.spikes, "scales": self.record}
+        head_scales = [x_scale if j == -1 else scales[j] for j in head.f]
+        return SpikingNetwork(layers, sources, self.model.save, self.head(head, head_scales), list(head.f), meta)
+
+    def head(self, head: nn.Module, head_scales):
+        """ultralytics' Detect: its branches become spiking; a head with .decode (darknet's YOLO layers) reads
+        the integrating linear convolutions before it and decodes their mean potentials."""
+        from ultralytics.nn.modules import Detect
+
+        if isinstance(head, Detect):
+            if getattr(head, "end2end", False):
+                raise SpikedetError("end-to-end (NMS-free) heads are not supported by the converter")
+            return SpikingDetect(
+                head,
+                [self.branch(f"model.{head.i}.cv2.{k}", head.cv2[k], s) for k, s in enumerate(head_scales)],
+                [self.branch(f"model.{head.i}.cv3.{k}", head.cv3[k], s) for k, s in enumerate(head_scales)],
+            )
+        if hasattr(head, "decode"):
+            if any(s is not None for s in head_scales):
+                raise SpikedetError(f"the {type(head).__name__} head must read linear (non-spiking) convolutions")
+            return DecodingHead(head)
+        raise SpikedetError(f"the last layer must be a detection head, got {type(head).__name__}")
+
+
+def _check_spiking_input(m: nn.Module, layers):
+    """Only a head may read an integrator: its output is a running sum, not spikes."""
+    for j in [m.f] if isinstance(m.f, int) else m.f:
+        if layers and isinstance(layers[j], Integrator):
+            raise SpikedetError(f"layer {m.i} reads the non-spiking output of layer {j % len(layers)}; "
+                                "only the detection head may")
 
 
 def _flatten(modules):
@@ -187,6 +208,20 @@ def _flatten(modules):
             yield from _flatten(m)
         else:
             yield m
+
+
+class DecodingHead(nn.Module):
+    """A head that only decodes: its inputs are already the running sums of integrating convolutions."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.decoder = copy.deepcopy(head)
+
+    def forward(self, feats):
+        return list(feats)
+
+    def decode(self, means):
+        return self.decoder.decode(means)
 
 
 class SpikingDetect(nn.Module):
