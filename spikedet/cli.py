@@ -40,6 +40,11 @@ def main(argv=None):
         return 2
 
 
+def _add_darknet_arguments(parser):
+    parser.add_argument("--cfg", help="darknet .cfg: --weights is then a darknet .weights file")
+    parser.add_argument("--names", help="darknet .names file (default: coco.names / voc.names beside the cfg)")
+
+
 # Subcommands live below, one block each, in pipeline order.
 
 
@@ -120,7 +125,8 @@ def _run_train(args):
 
 
 def _add_convert_arguments(parser):
-    parser.add_argument("--weights", required=True, help="trained ANN checkpoint (best.pt)")
+    parser.add_argument("--weights", required=True, help="trained ANN checkpoint (best.pt) or darknet .weights")
+    _add_darknet_arguments(parser)
     parser.add_argument("--output", required=True, help="the SNN file to write")
     parser.add_argument("--calibration", metavar="DATA.yaml|DIR",
                         help="images for activation percentiles: a dataset YAML (its train split) or a folder; "
@@ -143,7 +149,7 @@ def _run_convert(args):
     snn = convert_checkpoint(args.weights, args.output, calibration=args.calibration, imgsz=args.imgsz,
                              calibration_count=args.calibration_count, normalization=args.normalization,
                              percentile_q=args.percentile, v_init=args.v_init, reset=args.reset,
-                             spikes=args.spikes, timesteps=args.timesteps)
+                             spikes=args.spikes, timesteps=args.timesteps, cfg=args.cfg, names=args.names)
     layers = len(snn.meta["scales"])
     print(f"converted {layers} spiking layers ({args.normalization}-wise normalization, {args.spikes} spikes)"
           f" -> {args.output}")
@@ -169,6 +175,7 @@ def _add_eval_arguments(parser):
     scored.add_argument("--weights", metavar="SNN_OR_ANN",
                         help="an SNN file (scored at each --timesteps, and its source ANN) or an ANN checkpoint")
     net = parser.add_argument_group("network options")
+    _add_darknet_arguments(net)
     net.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256],
                      help="SNN read-out times, all from one simulation (default: 8 16 32 64 128 256)")
     net.add_argument("--images", metavar="DIR", help="image folder for --gt-coco (default: next to the JSON)")
@@ -217,7 +224,7 @@ def _score_network(args, class_names):
     from .predict import load_network
     from .validate import evaluate_network
 
-    network, source_ann = load_network(args.weights)
+    network, source_ann = load_network(args.weights, args.cfg, args.names)
     imgsz = args.imgsz or getattr(network, "meta", {}).get("imgsz") or 416
     common = dict(gt_coco=args.gt_coco, gt_voc=args.gt_voc, split=args.split, images_dir=args.images,
                   voc_class_names=class_names, batch_size=args.batch, resize=args.resize, conf=args.conf,
@@ -236,7 +243,8 @@ def _score_network(args, class_names):
 
 def _add_detect_arguments(parser):
     parser.add_argument("--source", required=True, help="an image, a folder, a glob pattern or a video file")
-    parser.add_argument("--weights", required=True, help="an SNN file or an ANN checkpoint")
+    parser.add_argument("--weights", required=True, help="an SNN file, an ANN checkpoint or darknet .weights")
+    _add_darknet_arguments(parser)
     parser.add_argument("--timesteps", type=int, help="SNN time steps (default: the T it was converted for)")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default: 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
@@ -254,7 +262,7 @@ def _run_detect(args):
 
     summary = detect(args.source, args.weights, timesteps=args.timesteps, conf=args.conf, iou=args.iou,
                      imgsz=args.imgsz, device=args.device, project=args.project, name=args.name,
-                     save_txt=args.save_txt, save_rates=args.save_rates)
+                     save_txt=args.save_txt, save_rates=args.save_rates, cfg=args.cfg, names=args.names)
     print(f"{summary.images} images, {summary.detections} detections, {len(summary.skipped)} files skipped"
           f" -> {summary.output}")
     for line in summary.skipped:

@@ -160,11 +160,12 @@ class Converter:
         *body, head = self.model.model
         scales, layers, sources = [], [], []
         x_scale = torch.ones(getattr(self.model, "yaml", {}).get("channels", 3))  # the image: analog current
+        analog = []  # per layer: does its output carry an integrator's running sum rather than spikes?
         for m in body:
             in_scale = x_scale if m.f == -1 else (scales[m.f] if isinstance(m.f, int) else
                                                   [x_scale if j == -1 else scales[j] for j in m.f])
-            _check_spiking_input(m, layers)
             layer, x_scale = self.layer(f"model.{m.i}", m, in_scale)
+            analog.append(_reads_analog(m, layer, analog))
             layers.append(layer)
             sources.append(m.f)
             scales.append(x_scale)
@@ -194,12 +195,15 @@ class Converter:
         raise SpikedetError(f"the last layer must be a detection head, got {type(head).__name__}")
 
 
-def _check_spiking_input(m: nn.Module, layers):
-    """Only a head may read an integrator: its output is a running sum, not spikes."""
-    for j in [m.f] if isinstance(m.f, int) else m.f:
-        if layers and isinstance(layers[j], Integrator):
-            raise SpikedetError(f"layer {m.i} reads the non-spiking output of layer {j % len(layers)}; "
-                                "only the detection head may")
+def _reads_analog(m: nn.Module, layer: nn.Module, analog) -> bool:
+    """Whether this layer's output is analog; only pass-through layers and the head may read analog input
+    (an integrator's output is a running sum, not spikes)."""
+    sources = [m.f] if isinstance(m.f, int) else m.f
+    reads = bool(analog) and any(analog[j] for j in sources)
+    if reads and isinstance(layer, (SpikingConv, SpikeMaxPool, Integrator)):
+        raise SpikedetError(f"layer {m.i} ({type(m).__name__}) reads the non-spiking output of a linear "
+                            "convolution; only the detection head may")
+    return reads or isinstance(layer, Integrator)
 
 
 def _flatten(modules):
@@ -298,13 +302,15 @@ def calibration_images(source, imgsz: int, count: int = 32) -> torch.Tensor:
 
 
 def convert_checkpoint(weights, output, calibration=None, imgsz: int = 416, calibration_count: int = 32,
-                       **convert_args):
-    """Checkpoint file -> SNN file (see convert() for the options); returns the SNN."""
-    from .train import load_ann_checkpoint
+                       cfg=None, names=None, **convert_args):
+    """Checkpoint file (or darknet .weights with its cfg) -> SNN file (options: see convert()); returns the SNN."""
+    from .predict import load_network
 
-    ann = load_ann_checkpoint(weights)
+    ann, source = load_network(weights, cfg, names)
+    if source is not None:
+        raise SpikedetError(f"{weights}: already an SNN file")
     images = calibration_images(calibration, imgsz, calibration_count) if calibration else None
     snn = convert(ann, images, **convert_args)
-    snn.meta.update(source=str(weights), imgsz=imgsz)
+    snn.meta.update(source=str(weights), imgsz=imgsz, **({"darknet_cfg": str(cfg)} if cfg else {}))
     snn.save(output, ann=ann)
     return snn

@@ -127,11 +127,11 @@ def yolo_lines(detections: List[Detection], shape) -> str:
 def detect(source, weights, timesteps: Optional[int] = None, conf: float = 0.25, iou: float = 0.45,
            imgsz: Optional[int] = None, device: str = "cpu", project="runs/detect", name: str = "exp",
            save_txt: bool = False, save_rates: bool = False, resize: str = "letterbox",
-           progress: bool = True) -> DetectSummary:
+           progress: bool = True, cfg=None, names=None) -> DetectSummary:
     """Detect objects in `source` (image, folder, glob or video) and write the results to a new folder."""
     from ultralytics.utils import TQDM
 
-    network, _ = load_network(weights)
+    network, _ = load_network(weights, cfg, names)
     network = network.to(device)
     is_snn = isinstance(network, SpikingNetwork)
     meta = network.meta if is_snn else {}

@@ -83,8 +83,13 @@ def postprocess(raw: torch.Tensor, input_size: int, original_shapes: Sequence, r
     return results
 
 
-def load_network(path: Union[str, Path]):
-    """An SNN file or an ANN checkpoint, told apart by content: (network, source ANN or None)."""
+def load_network(path: Union[str, Path], cfg: Optional[Union[str, Path]] = None, names=None):
+    """(network, source ANN or None) from an SNN file, an ANN checkpoint (told apart by content), or a
+    darknet .weights file with its .cfg (and optionally a .names file)."""
+    if cfg is not None:
+        from .darknet import load_darknet
+
+        return load_darknet(cfg, path, names), None
     ckpt = load_torch_file(path)
     if is_snn_file(ckpt):
         return load_snn(path, ckpt)

@@ -189,3 +189,72 @@ def test_relu_network_without_calibration_images_fails_clearly():
     model, _, _ = random_network(clip=False, quantize=False)
     with pytest.raises(SpikedetError, match="calibration images"):
         convert(model)
+
+
+TINY_DARKNET_CFG = """[net]
+width=64
+height=64
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=1
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=3
+num=3
+"""
+
+
+def test_darknet_leaky_network_converges_with_signed_neurons(tmp_path):
+    """A darknet model (leaky ReLU, darknet's stride-1 pool, [yolo] head) goes through the same converter:
+    leaky units become Spiking-YOLO's signed neurons with the imbalanced threshold."""
+    from spikedet.darknet import DarknetModel
+
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY_DARKNET_CFG)
+    torch.manual_seed(0)
+    model = DarknetModel(cfg)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ann = model(images)[0]
+    snn = convert(model, calibration_images=images, percentile_q=100)
+    neurons = [m for m in snn.modules() if isinstance(m, IFNeuron)]
+    assert neurons and all(n.negative_threshold == pytest.approx(-10.0) for n in neurons)
+    out = snn.simulate(images, [32, 512])
+    assert box_error(out[512], ann)[0] < box_error(out[32], ann)[0]
+    assert box_error(out[512], ann)[0] < 0.1 and box_error(out[512], ann)[1] < 0.01
