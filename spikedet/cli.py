@@ -181,7 +181,7 @@ def _add_eval_arguments(parser):
     net.add_argument("--images", metavar="DIR", help="image folder for --gt-coco (default: next to the JSON)")
     net.add_argument("--imgsz", type=int, help="network input size (default: the size the SNN was converted at)")
     net.add_argument("--batch", type=int, default=8)
-    net.add_argument("--chunk", type=int, default=16, help="time steps simulated per batched layer call")
+    net.add_argument("--chunk", type=int, help="time steps simulated per batched layer call (default: 4)")
     net.add_argument("--resize", choices=("letterbox", "stretch"), default="letterbox")
     net.add_argument("--conf", type=float, default=0.001, help="score threshold (default: 0.001, as for mAP)")
     net.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
@@ -228,10 +228,10 @@ def _score_network(args, class_names):
     imgsz = args.imgsz or getattr(network, "meta", {}).get("imgsz") or 416
     common = dict(gt_coco=args.gt_coco, gt_voc=args.gt_voc, split=args.split, images_dir=args.images,
                   voc_class_names=class_names, batch_size=args.batch, resize=args.resize, conf=args.conf,
-                  iou=args.iou, device=args.device)
+                  iou=args.iou, device=args.device, **({"chunk": args.chunk} if args.chunk else {}))
     results = {}
     for ann in (source_ann, network) if source_ann is not None else (network,):
-        results.update(evaluate_network(ann, imgsz, timesteps=args.timesteps, chunk=args.chunk, **common))
+        results.update(evaluate_network(ann, imgsz, timesteps=args.timesteps, **common))
     print(format_sweep_table(results))
     if args.plot:
         plot_sweep(results, args.plot, title=f"{args.weights}")

@@ -22,6 +22,9 @@ FORMAT_VERSION = 1
 # synaptic operation (a spike arriving at a synapse) elsewhere in the SNN.
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
+# Steps per batched layer call. Short chunks keep each layer's working set in cache: on a 2-core CPU,
+# yolov3-tiny at 416 px ran fastest with 2 to 4 (tools/benchmark_snn.py), and memory grows with the chunk.
+DEFAULT_CHUNK = 4
 
 
 class SpikingNetwork(nn.Module):
@@ -51,7 +54,7 @@ class SpikingNetwork(nn.Module):
         return self.head(feats)
 
     @torch.no_grad()
-    def simulate(self, images: torch.Tensor, timesteps: Iterable[int], chunk: int = 16,
+    def simulate(self, images: torch.Tensor, timesteps: Iterable[int], chunk: int = DEFAULT_CHUNK,
                  coding: str = "constant", generator: torch.Generator = None,
                  statistics: bool = False) -> Dict[int, torch.Tensor]:
         """Run up to max(timesteps); return {T: decoded predictions (B, 4 + nc, anchors)} for each T.

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_convert
 
-from .engine import SpikingNetwork, is_snn_file, load_snn
+from .engine import DEFAULT_CHUNK, SpikingNetwork, is_snn_file, load_snn
 from .errors import fail
 from .fileio import load_torch_file
 from .train import load_ann_checkpoint
@@ -103,7 +103,7 @@ def class_names(network) -> Dict[int, str]:
 
 @torch.no_grad()
 def run_network(network, batch: torch.Tensor, timesteps: Optional[Sequence[int]] = None,
-                chunk: int = 16, statistics: bool = False) -> Dict[Optional[int], torch.Tensor]:
+                chunk: int = DEFAULT_CHUNK, statistics: bool = False) -> Dict[Optional[int], torch.Tensor]:
     """Raw outputs: {None: ann_output} for an ANN, {T: output} for an SNN at each requested T."""
     if isinstance(network, SpikingNetwork):
         if not timesteps:

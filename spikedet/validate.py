@@ -12,7 +12,7 @@ import torch
 from .data.coco import read_coco
 from .data.records import VOC_CLASSES, ImageRecord
 from .data.voc import read_voc
-from .engine import SpikingNetwork
+from .engine import DEFAULT_CHUNK, SpikingNetwork
 from .errors import SpikedetError
 from .eval import evaluate_coco, evaluate_voc_records
 from .predict import class_names, load_image, postprocess, preprocess, run_network
@@ -41,7 +41,7 @@ def label_map(network_names: Dict[int, str], gt_names: Sequence[str], source) ->
 @torch.no_grad()
 def detect_records(network, records: List[ImageRecord], imgsz: int, timesteps: Optional[Sequence[int]] = None,
                    batch_size: int = 8, resize: str = "letterbox", conf: float = 0.001, iou: float = 0.7,
-                   chunk: int = 16, device: str = "cpu", progress: bool = True) -> Dict[Optional[int], list]:
+                   chunk: int = DEFAULT_CHUNK, device: str = "cpu", progress: bool = True) -> Dict[Optional[int], list]:
     """Run the network over the records' images: {None or T: per image, a list of Detection}."""
     from ultralytics.utils import TQDM
 
