@@ -76,3 +76,20 @@ def test_sources_glob_and_missing(tmp_path):
     assert [p.name for p in list_sources(tmp_path)] == ["a.jpg", "b.png", "c.txt"]
     with pytest.raises(SpikedetError, match="no such file"):
         list_sources(tmp_path / "missing")
+
+
+def test_shipped_weights_detect_shapes(trained, tmp_path):
+    """The committed checkpoint loads as the documented network and runs through convert and detect."""
+    from pathlib import Path
+
+    from spikedet.train import load_ann_checkpoint
+
+    weights = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov3-tiny-n-de.pt"
+    model = load_ann_checkpoint(weights)
+    assert model.names == {0: "circle", 1: "square", 2: "triangle"}
+    assert model.yaml["dual_error"]["levels"] == 16 and model.yaml["scale"] == "n"
+    snn = tmp_path / "shapes.snn.pt"
+    assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "192"]) == 0
+    image = next((trained[0]["voc"] / "JPEGImages").glob("*.jpg"))
+    summary = detect(image, snn, project=tmp_path / "runs", progress=False)
+    assert summary.images == 1 and not summary.skipped
