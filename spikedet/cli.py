@@ -181,7 +181,7 @@ def _add_eval_arguments(parser):
     net.add_argument("--images", metavar="DIR", help="image folder for --gt-coco (default: next to the JSON)")
     net.add_argument("--imgsz", type=int, help="network input size (default: the size the SNN was converted at)")
     net.add_argument("--batch", type=int, default=8)
-    net.add_argument("--chunk", type=int, help="time steps simulated per batched layer call (default: 4)")
+    net.add_argument("--chunk", type=int, help="time steps simulated per batched layer call (default: 2)")
     net.add_argument("--resize", choices=("letterbox", "stretch"), default="letterbox")
     net.add_argument("--conf", type=float, default=0.001, help="score threshold (default: 0.001, as for mAP)")
     net.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")

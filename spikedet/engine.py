@@ -23,8 +23,9 @@ FORMAT_VERSION = 1
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 # Steps per batched layer call. Short chunks keep each layer's working set in cache: on a 2-core CPU,
-# yolov3-tiny at 416 px ran fastest with 2 to 4 (tools/benchmark_snn.py), and memory grows with the chunk.
-DEFAULT_CHUNK = 4
+# yolov3-tiny ran fastest with 2 (416 px batch 1, and 192 px batch 8; tools/benchmark_snn.py), and memory
+# grows with the chunk.
+DEFAULT_CHUNK = 2
 
 
 class SpikingNetwork(nn.Module):

@@ -65,7 +65,7 @@ def main():
     parser.add_argument("--imgsz", type=int, default=416)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--chunk", type=int, nargs="+", default=[4])
+    parser.add_argument("--chunk", type=int, nargs="+", default=[2])
     parser.add_argument("--spikes", default="burst", choices=("burst", "signed", "binary"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=2)
