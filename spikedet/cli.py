@@ -182,9 +182,10 @@ def _add_eval_arguments(parser):
     net.add_argument("--imgsz", type=int, help="network input size (default: the size the SNN was converted at)")
     net.add_argument("--batch", type=int, default=8)
     net.add_argument("--chunk", type=int, help="time steps simulated per batched layer call (default: 2)")
-    net.add_argument("--resize", choices=("letterbox", "stretch"), default="letterbox")
+    net.add_argument("--resize", choices=("letterbox", "stretch"),
+                     help="default: stretch for darknet networks, letterbox for spikedet-trained ones")
     net.add_argument("--conf", type=float, default=0.001, help="score threshold (default: 0.001, as for mAP)")
-    net.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    net.add_argument("--iou", type=float, help="NMS IoU threshold (default: 0.45 for darknet networks, else 0.7)")
     net.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="OUT.json", help="also write the results here")

@@ -284,7 +284,7 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     return snn
 
 
-def calibration_images(source, imgsz: int, count: int = 32) -> torch.Tensor:
+def calibration_images(source, imgsz: int, count: int = 32, resize: str = "letterbox") -> torch.Tensor:
     """The first `count` images (sorted, so reproducible) of a dataset YAML's train split or of a folder."""
     from .data.yolo import read_yolo
     from .predict import IMAGE_SUFFIXES, load_image, preprocess
@@ -298,19 +298,20 @@ def calibration_images(source, imgsz: int, count: int = 32) -> torch.Tensor:
         raise SpikedetError(f"{source}: calibration source must be a dataset YAML or a folder of images")
     if not paths:
         raise SpikedetError(f"{source}: no calibration images found")
-    return torch.stack([preprocess(load_image(p), imgsz) for p in paths[:count]])
+    return torch.stack([preprocess(load_image(p), imgsz, resize) for p in paths[:count]])
 
 
 def convert_checkpoint(weights, output, calibration=None, imgsz: int = 416, calibration_count: int = 32,
                        cfg=None, names=None, **convert_args):
     """Checkpoint file (or darknet .weights with its cfg) -> SNN file (options: see convert()); returns the SNN."""
-    from .predict import load_network
+    from .predict import default_resize, load_network
 
     ann, source = load_network(weights, cfg, names)
     if source is not None:
         raise SpikedetError(f"{weights}: already an SNN file")
-    images = calibration_images(calibration, imgsz, calibration_count) if calibration else None
+    resize = default_resize(ann)
+    images = calibration_images(calibration, imgsz, calibration_count, resize) if calibration else None
     snn = convert(ann, images, **convert_args)
-    snn.meta.update(source=str(weights), imgsz=imgsz, **({"darknet_cfg": str(cfg)} if cfg else {}))
+    snn.meta.update(source=str(weights), imgsz=imgsz, resize=resize, **({"darknet_cfg": str(cfg)} if cfg else {}))
     snn.save(output, ann=ann)
     return snn

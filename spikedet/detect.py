@@ -17,8 +17,8 @@ import numpy as np
 from .engine import SpikingNetwork
 from .errors import SpikedetError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .predict import (IMAGE_SUFFIXES, Detection, class_names, load_network, postprocess, preprocess,
-                      run_network)
+from .predict import (IMAGE_SUFFIXES, Detection, class_names, default_resize, load_network, postprocess,
+                      preprocess, run_network)
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
@@ -126,7 +126,7 @@ def yolo_lines(detections: List[Detection], shape) -> str:
 
 def detect(source, weights, timesteps: Optional[int] = None, conf: float = 0.25, iou: float = 0.45,
            imgsz: Optional[int] = None, device: str = "cpu", project="runs/detect", name: str = "exp",
-           save_txt: bool = False, save_rates: bool = False, resize: str = "letterbox",
+           save_txt: bool = False, save_rates: bool = False, resize: Optional[str] = None,
            progress: bool = True, cfg=None, names=None) -> DetectSummary:
     """Detect objects in `source` (image, folder, glob or video) and write the results to a new folder."""
     from ultralytics.utils import TQDM
@@ -138,6 +138,7 @@ def detect(source, weights, timesteps: Optional[int] = None, conf: float = 0.25,
     steps = [timesteps or meta.get("timesteps") or 16] if is_snn else None
     imgsz = imgsz or meta.get("imgsz") or 416
     names = class_names(network)
+    resize = resize or default_resize(network)
     paths = list_sources(source)
     summary = DetectSummary(next_run_folder(project, name))
     results, rates = [], []

@@ -96,6 +96,24 @@ def load_network(path: Union[str, Path], cfg: Optional[Union[str, Path]] = None,
     return load_ann_checkpoint(path, ckpt), None
 
 
+def from_darknet(network) -> bool:
+    """A darknet network, or an SNN converted from one."""
+    if isinstance(network, SpikingNetwork):
+        return "darknet_cfg" in network.meta
+    return type(network).__name__ == "DarknetModel"
+
+
+def default_resize(network) -> str:
+    """Darknet networks stretch images, as darknet's reference figures and OpenCV's reader do;
+    spikedet-trained ones letterbox, as ultralytics trains them."""
+    return "stretch" if from_darknet(network) else "letterbox"
+
+
+def default_eval_iou(network) -> float:
+    """NMS IoU for mAP: darknet's 0.45 for darknet networks, ultralytics' validation 0.7 otherwise."""
+    return 0.45 if from_darknet(network) else 0.7
+
+
 def class_names(network) -> Dict[int, str]:
     names = network.meta["names"] if isinstance(network, SpikingNetwork) else network.names
     return {int(k): v for k, v in names.items()}

@@ -15,7 +15,7 @@ from .data.voc import read_voc
 from .engine import DEFAULT_CHUNK, SpikingNetwork
 from .errors import SpikedetError
 from .eval import evaluate_coco, evaluate_voc_records
-from .predict import class_names, load_image, postprocess, preprocess, run_network
+from .predict import class_names, default_eval_iou, default_resize, load_image, postprocess, preprocess, run_network
 
 
 def ground_truth(gt_coco=None, gt_voc=None, split: str = "test", images_dir=None,
@@ -40,12 +40,14 @@ def label_map(network_names: Dict[int, str], gt_names: Sequence[str], source) ->
 
 @torch.no_grad()
 def detect_records(network, records: List[ImageRecord], imgsz: int, timesteps: Optional[Sequence[int]] = None,
-                   batch_size: int = 8, resize: str = "letterbox", conf: float = 0.001, iou: float = 0.7,
+                   batch_size: int = 8, resize: Optional[str] = None, conf: float = 0.001, iou: Optional[float] = None,
                    chunk: int = DEFAULT_CHUNK, device: str = "cpu", progress: bool = True) -> Dict[Optional[int], list]:
     """Run the network over the records' images: {None or T: per image, a list of Detection}."""
     from ultralytics.utils import TQDM
 
     network = network.to(device)
+    resize = resize or default_resize(network)
+    iou = iou or default_eval_iou(network)
     outputs: Dict[Optional[int], list] = {}
     starts = range(0, len(records), batch_size)
     for start in TQDM(starts, desc="detecting", disable=not progress, total=len(starts)):
