@@ -84,7 +84,7 @@ def test_shipped_weights_detect_shapes(trained, tmp_path):
 
     from spikedet.train import load_ann_checkpoint
 
-    weights = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov3-tiny-n-de.pt"
+    weights = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov3-tiny-n-de-v1.pt"
     model = load_ann_checkpoint(weights)
     assert model.names == {0: "circle", 1: "square", 2: "triangle"}
     assert model.yaml["dual_error"]["levels"] == 16 and model.yaml["scale"] == "n"
