@@ -56,6 +56,21 @@ def load_torch_file(path):
         raise fail(path, f"not a readable PyTorch file ({e.__class__.__name__})") from None
 
 
+def read_yaml(path, what: str = "file"):
+    """Parsed YAML, with a one-line error naming the file when it is missing or not YAML."""
+    import yaml
+
+    from .errors import fail
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise fail(path, f"{what} not found") from None
+    except yaml.YAMLError as e:
+        raise fail(path, f"not valid YAML ({e.__class__.__name__})") from None
+
+
 def read_json(path, what: str = "file"):
     """Parsed JSON, with a one-line error naming the file when it is missing or not JSON."""
     from .errors import fail

@@ -11,11 +11,11 @@ import copy
 from pathlib import Path
 from typing import Optional, Union
 
-import yaml
 from torch import nn
 
 from .activation import DualErrorReLU, DualErrorSettings, dual_error_modules
 from .errors import SpikedetError, fail
+from .fileio import read_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 POOL_CHOICES = ("max", "avg", "conv")
@@ -39,10 +39,7 @@ def load_model_config(cfg: Union[str, Path, dict], scale: Optional[str] = None, 
         d = copy.deepcopy(cfg)
     else:
         path = resolve_config_path(cfg)
-        try:
-            d = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise fail(path, f"not valid YAML ({e.__class__.__name__})") from None
+        d = read_yaml(path, "model config")
         if not isinstance(d, dict) or "backbone" not in d or "head" not in d:
             raise fail(path, "not a model config (needs `backbone` and `head`)")
         d["yaml_file"] = str(path)

@@ -14,6 +14,7 @@ from .data.records import VOC_CLASSES, ImageRecord
 from .data.voc import read_voc
 from .engine import DEFAULT_CHUNK, SpikingNetwork
 from .errors import SpikedetError
+from .fileio import read_json
 from .eval import evaluate_coco, evaluate_voc_records
 from .predict import class_names, default_eval_iou, default_resize, load_image, postprocess, preprocess, run_network
 
@@ -98,6 +99,4 @@ def evaluate_network(network, imgsz: int, gt_coco=None, gt_voc=None, split: str 
 
 def _coco_category_ids(instances_json: Union[str, Path]) -> List[int]:
     """The COCO category ids in the order read_coco numbers its classes (sorted by id)."""
-    import json
-
-    return sorted(c["id"] for c in json.loads(Path(instances_json).read_text())["categories"])
+    return sorted(c["id"] for c in read_json(instances_json, "COCO annotation file")["categories"])

@@ -4,9 +4,9 @@ from pathlib import Path
 from typing import List, Union
 
 import numpy as np
-import yaml
 
 from ..errors import fail
+from ..fileio import read_yaml
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -41,13 +41,11 @@ class ImageRecord:
 
 def load_class_names(path) -> List[str]:
     """Class names from a dataset YAML (ultralytics style: `names` as a list or an {index: name} map)."""
-    path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise fail(path, "dataset config not found") from None
-    except yaml.YAMLError as e:
-        raise fail(path, f"not valid YAML ({e.__class__.__name__})") from None
+    return class_names_of(read_yaml(path, "dataset config"), path)
+
+
+def class_names_of(cfg, path) -> List[str]:
+    """The checked `names` of an already-read dataset config (`path` names it in errors)."""
     names = cfg.get("names") if isinstance(cfg, dict) else None
     if isinstance(names, dict):
         keys = sorted(names)

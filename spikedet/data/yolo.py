@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 
 from ..errors import fail
-from ..fileio import atomic_write_text
-from .records import ImageRecord, load_class_names
+from ..fileio import atomic_write_text, read_yaml
+from .records import ImageRecord, class_names_of
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ def read_yolo(dataset_yaml, split: str) -> List[ImageRecord]:
     ultralytics. An image without a label file is a background image (no boxes), also as in ultralytics.
     """
     dataset_yaml = Path(dataset_yaml)
-    class_names = load_class_names(dataset_yaml)
-    cfg = yaml.safe_load(dataset_yaml.read_text())
+    cfg = read_yaml(dataset_yaml, "dataset config")
+    class_names = class_names_of(cfg, dataset_yaml)
     if not cfg.get(split):
         raise fail(dataset_yaml, f"no '{split}' split")
     root = dataset_yaml.parent / (cfg.get("path") or "")  # an absolute `path` replaces the YAML's folder
