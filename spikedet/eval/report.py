@@ -1,4 +1,5 @@
-"""Plain-text tables of evaluation results, for the terminal."""
+"""Plain-text tables of evaluation results, for the terminal, and the plot of mAP against T."""
+import io
 from typing import Dict, Optional
 
 # What each COCO metric averages over, in COCOeval.summarize()'s words.
@@ -97,8 +98,6 @@ def plot_sweep(results: dict, path, title: str = "mAP vs time steps") -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
