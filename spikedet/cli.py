@@ -95,6 +95,9 @@ def _add_train_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--plots", type=_bool, default=True, help="ultralytics training plots (default: true)")
+    parser.add_argument("--pretrained-darknet", metavar="WEIGHTS",
+                        help="start the backbone from darknet weights (e.g. yolov3-tiny.weights into yolov3-tiny)")
+    parser.add_argument("--darknet-cfg", metavar="CFG", help="their cfg (default: the .cfg of the same name beside them)")
     model = parser.add_argument_group("model choices (default: from the model config)")
     model.add_argument("--scale", choices=("n", "s", "m"), help="width: n = 0.25, s = 0.5, m = 1.0")
     model.add_argument("--pool", choices=("max", "avg", "conv"), help="what the max-pool layers become")
@@ -117,6 +120,7 @@ def _run_train(args):
     best = train(args.data, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                  device=args.device, resume=args.resume or False, project=args.project, name=args.name,
                  scale=args.scale, pool=args.pool, dual_error=dual_error, pretrained=args.pretrained,
+                 pretrained_darknet=args.pretrained_darknet, darknet_cfg=args.darknet_cfg,
                  seed=args.seed, workers=args.workers, plots=args.plots)
     print(f"trained weights: {best}")
 
@@ -138,7 +142,10 @@ def _add_convert_arguments(parser):
     parser.add_argument("--v-init", type=float, default=0.5, help="initial membrane potential / threshold")
     parser.add_argument("--reset", choices=("subtract", "zero"), default="subtract")
     parser.add_argument("--spikes", choices=("burst", "signed", "binary"), default="burst",
-                        help="events a neuron may emit per step (default: burst; binary = classic IF neurons)")
+                        help="events a neuron may emit per step (default: burst; binary = classic IF neurons, "
+                             "for leaky units Spiking-YOLO's imbalanced threshold)")
+    parser.add_argument("--leaky", choices=("keep", "relu"), default="keep",
+                        help="leaky ReLU units: keep them (neurons with negative events) or replace them by ReLU")
     parser.add_argument("--timesteps", type=int, help="the T the SNN is meant for (default: the model's L)")
 
 
@@ -149,7 +156,8 @@ def _run_convert(args):
     snn = convert_checkpoint(args.weights, args.output, calibration=args.calibration, imgsz=args.imgsz,
                              calibration_count=args.calibration_count, normalization=args.normalization,
                              percentile_q=args.percentile, v_init=args.v_init, reset=args.reset,
-                             spikes=args.spikes, timesteps=args.timesteps, cfg=args.cfg, names=args.names)
+                             spikes=args.spikes, timesteps=args.timesteps, leaky=args.leaky, cfg=args.cfg,
+                             names=args.names)
     layers = len(snn.meta["scales"])
     print(f"converted {layers} spiking layers ({args.normalization}-wise normalization, {args.spikes} spikes)"
           f" -> {args.output}")
@@ -179,6 +187,8 @@ def _add_eval_arguments(parser):
     net.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256],
                      help="SNN read-out times, all from one simulation (default: 8 16 32 64 128 256)")
     net.add_argument("--images", metavar="DIR", help="image folder for --gt-coco (default: next to the JSON)")
+    net.add_argument("--max-images", type=int, metavar="N",
+                     help="score only the first N images (COCO: by image id; VOC: in the split's order)")
     net.add_argument("--imgsz", type=int, help="network input size (default: the size the SNN was converted at)")
     net.add_argument("--batch", type=int, default=8)
     net.add_argument("--chunk", type=int, help="time steps simulated per batched layer call (default: 2)")
@@ -201,6 +211,8 @@ def _run_eval(args):
 
     if args.gt_coco and args.data:
         raise SpikedetError(f"{args.data}: --data names VOC classes; COCO takes them from {args.gt_coco}")
+    if args.detections and args.max_images:
+        raise SpikedetError("--max-images applies to --weights (a detections file is scored as it is)")
     class_names = load_class_names(args.data) if args.data else VOC_CLASSES
     results = _score_network(args, class_names) if args.weights else _score_detections(args, class_names)
     if args.json:
@@ -230,10 +242,17 @@ def _score_network(args, class_names):
     common = dict(gt_coco=args.gt_coco, gt_voc=args.gt_voc, split=args.split, images_dir=args.images,
                   voc_class_names=class_names, batch_size=args.batch, resize=args.resize, conf=args.conf,
                   iou=args.iou, device=args.device, **({"chunk": args.chunk} if args.chunk else {}))
-    results = {}
+    results = {"seconds_per_image": {}}
     for ann in (source_ann, network) if source_ann is not None else (network,):
-        results.update(evaluate_network(ann, imgsz, timesteps=args.timesteps, **common))
+        scored = evaluate_network(ann, imgsz, timesteps=args.timesteps, max_images=args.max_images, **common)
+        results["seconds_per_image"].update(scored.pop("seconds_per_image"))
+        results.update(scored)
     print(format_sweep_table(results))
+    timing = results["seconds_per_image"]
+    parts = [f"ANN {timing['ann']:.3f} s"] if "ann" in timing else []
+    if "snn" in timing:
+        parts.append(f"SNN {timing['snn']:.2f} s for {max(int(t) for t in results['snn'])} steps")
+    print("wall time per image: " + ", ".join(parts))
     if args.plot:
         plot_sweep(results, args.plot, title=f"{args.weights}")
     return results

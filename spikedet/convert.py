@@ -24,6 +24,18 @@ from .errors import SpikedetError
 from .snn import ConcatChannels, IFNeuron, Integrator, PerStep, SpikeMaxPool, SpikingConv
 
 NORMALIZATIONS = ("channel", "layer")
+LEAKY_MODES = ("keep", "relu")
+
+
+def leaky_to_relu(model: nn.Module) -> nn.Module:
+    """A copy of the model with every leaky ReLU replaced by ReLU: Spiking-YOLO's baseline for leaky networks
+    (the converted SNN then needs no negative spikes, at the cost of changing the network it copies)."""
+    model = copy.deepcopy(model)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.LeakyReLU):
+                setattr(parent, name, nn.ReLU())
+    return model
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> nn.Conv2d:
@@ -109,9 +121,12 @@ class Converter:
 
     def neuron_for(self, act: nn.Module) -> IFNeuron:
         slope = getattr(act, "negative_slope", None)
-        if slope:  # leaky ReLU: signed neuron with the imbalanced threshold of Spiking-YOLO
-            return IFNeuron(self.v_init, "subtract", negative_threshold=-1.0 / slope)
-        return IFNeuron(self.v_init, self.reset, spikes=self.spikes)
+        if not slope:
+            return IFNeuron(self.v_init, self.reset, spikes=self.spikes)
+        if self.spikes == "signed":
+            raise SpikedetError("leaky ReLU units convert with binary events (Spiking-YOLO's imbalanced threshold) "
+                                "or burst events; or replace them by ReLU (leaky='relu')")
+        return IFNeuron(self.v_init, "subtract", spikes=self.spikes, negative_slope=slope)
 
     def conv_block(self, name: str, block: nn.Module, in_scale: torch.Tensor):
         """A conv(+bn)(+activation) block -> (SpikingConv or Integrator, output scale)."""
@@ -255,7 +270,7 @@ class SpikingDetect(nn.Module):
 @torch.no_grad()
 def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None, normalization: str = "channel",
             percentile_q: float = 99.99, v_init: float = 0.5, reset: str = "subtract", spikes: str = "burst",
-            timesteps: Optional[int] = None, batch_size: int = 8) -> SpikingNetwork:
+            timesteps: Optional[int] = None, leaky: str = "keep", batch_size: int = 8) -> SpikingNetwork:
     """Convert a trained ANN detector into a SpikingNetwork.
 
     calibration_images: (N, 3, H, W) in [0, 1]; needed when some activation has no learned clip threshold
@@ -266,8 +281,11 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     spikes: "burst" (default), "signed" or "binary" events (see snn.IFNeuron); "binary" is the plain IF
         neuron of Spiking-YOLO and the dual-error paper.
     timesteps: the T the network is meant for (default: the dual-error L), recorded in the file.
+    leaky: "keep" (leaky ReLU units become leaky neurons, see snn.IFNeuron) or "relu" (replaced by ReLU first).
     """
-    model = copy.deepcopy(model).float().eval()
+    if leaky not in LEAKY_MODES:
+        raise SpikedetError(f"leaky must be one of {LEAKY_MODES}, got {leaky!r}")
+    model = (leaky_to_relu(model) if leaky == "relu" else copy.deepcopy(model)).float().eval()
     stats = None
     if calibration_images is not None:
         stats = ActivationStatistics(percentile_q)
@@ -279,7 +297,7 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
             h.remove()
     snn = Converter(model, normalization, stats, v_init, reset, spikes).build()
     settings = getattr(model, "yaml", {}).get("dual_error", {})
-    snn.meta.update(timesteps=timesteps or settings.get("levels"), percentile=percentile_q,
+    snn.meta.update(timesteps=timesteps or settings.get("levels"), percentile=percentile_q, leaky=leaky,
                     ann_config=getattr(model, "yaml", None))
     return snn
 
@@ -303,12 +321,16 @@ def calibration_images(source, imgsz: int, count: int = 32, resize: str = "lette
 
 def convert_checkpoint(weights, output, calibration=None, imgsz: int = 416, calibration_count: int = 32,
                        cfg=None, names=None, **convert_args):
-    """Checkpoint file (or darknet .weights with its cfg) -> SNN file (options: see convert()); returns the SNN."""
+    """Checkpoint file (or darknet .weights with its cfg) -> SNN file (options: see convert()); returns the SNN.
+
+    The file keeps the ANN the SNN copies (with leaky="relu", the network with ReLU) as its reference."""
     from .predict import default_resize, load_network
 
     ann, source = load_network(weights, cfg, names)
     if source is not None:
         raise SpikedetError(f"{weights}: already an SNN file")
+    if convert_args.get("leaky") == "relu":
+        ann = leaky_to_relu(ann)
     resize = default_resize(ann)
     images = calibration_images(calibration, imgsz, calibration_count, resize) if calibration else None
     snn = convert(ann, images, **convert_args)

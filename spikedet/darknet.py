@@ -474,3 +474,30 @@ def load_darknet(cfg: Union[str, Path], weights: Union[str, Path],
         model.names = dict(enumerate(read_names(names, model.nc)))
     load_weights(model, weights)
     return model.eval()
+
+
+def transfer_weights(cfg: Union[str, Path], weights: Union[str, Path], model: nn.Module) -> int:
+    """Start `model` from a darknet network: its batch-normalized convolutions, in cfg order, fill the model's
+    conv + batch-norm blocks before the detection head, in order, for as long as the shapes agree. Returns how
+    many were filled; none is an error. The detection head (and every layer after the first disagreement)
+    keeps its own initialization: darknet's [yolo] output convolutions do not fit ultralytics' Detect.
+
+    For yolov3-tiny.weights into configs/yolov3-tiny.yaml at width m all 11 backbone and neck blocks fill.
+    """
+    source = [m for m in load_darknet(cfg, weights).model if isinstance(m, ConvBlock) and m.bn is not None]
+    target = [m for m in list(model.model)[:-1]
+              if isinstance(getattr(m, "conv", None), nn.Conv2d) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d)]
+    filled = 0
+    with torch.no_grad():
+        for src, dst in zip(source, target):
+            if src.conv.weight.shape != dst.conv.weight.shape:
+                break
+            dst.conv.weight.copy_(src.conv.weight)
+            dst.bn.load_state_dict(src.bn.state_dict())
+            dst.bn.eps = src.bn.eps
+            filled += 1
+    if not filled:
+        first = (f"its first convolution is {tuple(source[0].conv.weight.shape)}, the model's "
+                 f"{tuple(target[0].conv.weight.shape)}") if source and target else "no conv + batch-norm blocks"
+        raise fail(weights, f"no layer fits the model ({first}); is the model config the same network at the same width?")
+    return filled

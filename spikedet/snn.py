@@ -76,22 +76,26 @@ class IFNeuron(Recorder, nn.Module):
       steps the net count is exactly clip(floor(total input + v_init), 0, T): the dual-error activation
       with L = T, whatever the order in which the input arrived.
 
-    negative_threshold = -1/alpha (binary mode): the signed neuron of Spiking-YOLO for leaky ReLU with
-    slope alpha, firing -1 when v <= -1/alpha, then v += 1/alpha.
+    negative_slope = alpha: neurons for leaky ReLU. "binary" is then the signed neuron of Spiking-YOLO with
+    the imbalanced threshold: it also fires -1 when v <= -1/alpha, and v += 1/alpha. "burst" keeps the net
+    count at clip(floor(leaky(total input) + v_init), -t, t): the leaky activation quantized to 1/T.
     Synaptic operations count |s_t|: a burst of k costs what k spikes cost.
     """
 
     def __init__(self, v_init: float = 0.5, reset: str = "subtract", spikes: str = "binary",
-                 negative_threshold: float = None):
+                 negative_slope: float = None):
         super().__init__()
         if reset not in ("subtract", "zero"):
             raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
         if spikes not in SPIKE_MODES:
             raise ValueError(f"spikes must be one of {SPIKE_MODES}, got {spikes!r}")
-        if (spikes != "binary" or negative_threshold is not None) and reset != "subtract":
+        if (spikes != "binary" or negative_slope is not None) and reset != "subtract":
             raise ValueError("signed, burst and leaky neurons need reset by subtraction")
+        if negative_slope is not None and not (0 < negative_slope < 1 and spikes != "signed"):
+            raise ValueError("leaky neurons need 0 < negative_slope < 1 and binary (Spiking-YOLO's imbalanced "
+                             "threshold) or burst events")
         self.v_init, self.reset_mode, self.spikes = float(v_init), reset, spikes
-        self.negative_threshold = negative_threshold
+        self.negative_slope = negative_slope
         self.reset()
 
     def reset(self):
@@ -99,17 +103,7 @@ class IFNeuron(Recorder, nn.Module):
 
     def extra_repr(self):
         return (f"v_init={self.v_init}, reset={self.reset_mode}, spikes={self.spikes}, "
-                f"negative_threshold={self.negative_threshold}")
-
-    def _emit(self, v: torch.Tensor, net: torch.Tensor) -> torch.Tensor:
-        if self.spikes == "burst":
-            return torch.minimum(torch.maximum(torch.floor(v), -net), self.steps - net)
-        s = (v >= 1.0).to(v.dtype)
-        if self.spikes == "signed":
-            return s - ((v < 0) & (net > 0)).to(v.dtype)
-        if self.negative_threshold is not None:
-            return s - (v <= self.negative_threshold).to(v.dtype)
-        return s
+                f"negative_slope={self.negative_slope}")
 
     def forward(self, current) -> torch.Tensor:
         static = isinstance(current, Static)
@@ -120,40 +114,61 @@ class IFNeuron(Recorder, nn.Module):
             self.neurons = first[0].numel()
             self.constant_input = static
         self.constant_input = self.constant_input and static
-        if self.constant_input and self.reset_mode == "subtract" and self.negative_threshold is None:
-            return self._constant_current(current.x, steps)
-        out = torch.empty((steps, *first.shape), dtype=first.dtype, device=first.device)
+        if self.spikes == "burst":
+            out = self._burst(current, steps)
+        elif self.constant_input and self.reset_mode == "subtract" and self.negative_slope is None:
+            out = self._burst(current, steps)  # constant input: binary and signed counts equal the burst's
+        else:
+            out = self._step_loop(current, steps)
+        self.spike_count += self.count(out)
+        return out
+
+    def _step_loop(self, current, steps: int) -> torch.Tensor:
+        static = isinstance(current, Static)
+        out = torch.empty((steps, *self.v.shape), dtype=self.v.dtype, device=self.v.device)
         v, net = self.v, self.net
         for k in range(steps):
-            self.steps += 1
             v = v + (current.x if static else current[k])
-            s = self._emit(v, net)
-            if self.negative_threshold is not None:
-                v = v - s * torch.where(s < 0, -self.negative_threshold, 1.0)
+            s = (v >= 1.0).to(v.dtype)
+            if self.spikes == "signed":
+                s = s - ((v < 0) & (net > 0)).to(v.dtype)
+            if self.negative_slope is not None:
+                negative = v <= -1.0 / self.negative_slope
+                s = s - negative.to(v.dtype)
+                v = v - s + negative.to(v.dtype) * (1.0 / self.negative_slope - 1.0)
             elif self.reset_mode == "subtract":
                 v = v - s
             else:
                 v = v * (1.0 - s)
             net = net + s
             out[k] = s
-        self.v, self.net = v, net
-        self.spike_count += self.count(out)
+        self.v, self.net, self.steps = v, net, self.steps + steps
         return out
 
-    def _constant_current(self, x: torch.Tensor, steps: int) -> torch.Tensor:
-        """The same neurons in closed form when the input has been the constant x since reset.
+    def _burst(self, current, steps: int) -> torch.Tensor:
+        """Burst events in closed form: the net count after step t is the quantized activation of the input
+        summed so far, so a whole chunk is one cumulative sum, with no loop over steps.
 
-        Then v never goes below its start, no spike is taken back, and for every mode the count after t
-        steps is clip(floor(t * x + v_init), 0, t): one vectorized expression instead of a loop over steps.
+        It is also the count of binary and signed neurons while the input has been one constant since reset
+        (then v never goes below its start, no spike is taken back and none would be above 1 per step).
         """
-        t = torch.arange(self.steps, self.steps + steps + 1, dtype=x.dtype, device=x.device)
-        t = t.view(-1, *([1] * x.dim()))
-        counts = torch.minimum(torch.floor(t * x + self.v_init).clamp(min=0), t)
-        out = torch.diff(counts, dim=0)
+        if isinstance(current, Static):
+            k = torch.arange(1, steps + 1, dtype=current.x.dtype, device=current.x.device)
+            increments = k.view(-1, *([1] * current.x.dim())) * current.x
+        else:
+            increments = current.cumsum(0)
+        total = (self.v + self.net - self.v_init) + increments  # input summed since reset, per step
+        t = torch.arange(self.steps + 1, self.steps + steps + 1, dtype=total.dtype, device=total.device)
+        t = t.view(-1, *([1] * (total.dim() - 1)))
+        if self.negative_slope is None:
+            counts = torch.minimum(torch.floor(total + self.v_init).clamp(min=0), t)
+        else:
+            leaky = torch.where(total >= 0, total, self.negative_slope * total)
+            counts = torch.maximum(torch.minimum(torch.floor(leaky + self.v_init), t), -t)
+        out = torch.diff(counts, dim=0, prepend=self.net.unsqueeze(0))
         self.steps += steps
         self.net = counts[-1]
-        self.v = self.v_init + self.steps * x - self.net
-        self.spike_count += self.count(out)
+        self.v = self.v_init + total[-1] - self.net
         return out
 
 

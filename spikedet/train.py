@@ -12,10 +12,12 @@ from typing import Optional, Union
 import torch
 import yaml
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from .activation import calibrate_thresholds
-from .errors import fail
+from .darknet import transfer_weights
+from .errors import SpikedetError, fail
 from .fileio import atomic_write_bytes, atomic_write_text, load_torch_file
 from .model import SpikingYOLO, load_model_config
 from .offline import guard_ultralytics_downloads
@@ -29,11 +31,15 @@ def train(data: Union[str, Path], model: Union[str, Path] = "yolov3-tiny", epoch
           batch: int = 16, device: Optional[str] = None, resume: Union[bool, str] = False,
           project: Union[str, Path] = "runs/train", name: str = "exp", scale: Optional[str] = None,
           pool: Optional[str] = None, dual_error: Optional[dict] = None,
-          pretrained: Optional[Union[str, Path]] = None, **ultralytics_args) -> Path:
+          pretrained: Optional[Union[str, Path]] = None, pretrained_darknet: Optional[Union[str, Path]] = None,
+          darknet_cfg: Optional[Union[str, Path]] = None, **ultralytics_args) -> Path:
     """Train a dual-error Tiny-YOLO on an ultralytics dataset YAML; return the path of best.pt.
 
     model: a config name or YAML path (configs/), or, with resume, the last.pt to resume.
     dual_error: overrides of the activation settings, e.g. {"levels": 32, "clip": False}.
+    pretrained_darknet: a darknet .weights file whose backbone starts the model (darknet.transfer_weights),
+        with its cfg (default: the .cfg of the same name beside it); recorded in the model config as
+        `pretrained_darknet`, which is where the trainer reads it.
     ultralytics_args: any other ultralytics train argument (lr0, workers, seed, ...).
     """
     if not Path(data).is_file():
@@ -50,12 +56,26 @@ def train(data: Union[str, Path], model: Union[str, Path] = "yolov3-tiny", epoch
         args.update(model=str(last), resume=str(last))
     else:
         config = load_model_config(model, scale=scale, pool=pool, dual_error=dual_error)
+        if pretrained_darknet:
+            if pretrained:
+                raise SpikedetError("give pretrained weights or pretrained darknet weights, not both")
+            config["pretrained_darknet"] = _darknet_source(pretrained_darknet, darknet_cfg)
         args["model"] = str(_write_resolved_config(config, Path(project)))
         if pretrained:
             args["pretrained"] = str(pretrained)
     trainer = SpikingTrainer(overrides=args)
     trainer.train()
     return Path(trainer.best if Path(trainer.best).exists() else trainer.last)
+
+
+def _darknet_source(weights: Union[str, Path], cfg: Optional[Union[str, Path]]) -> dict:
+    weights = Path(weights)
+    cfg = Path(cfg) if cfg else weights.with_suffix(".cfg")
+    for path, problem in ((weights, "darknet weights not found"),
+                          (cfg, "darknet cfg not found (give it with --darknet-cfg)")):
+        if not path.is_file():
+            raise fail(path, problem)
+    return {"weights": str(weights.resolve()), "cfg": str(cfg.resolve())}
 
 
 def _write_resolved_config(config: dict, project: Path) -> Path:
@@ -81,6 +101,10 @@ class SpikingTrainer(DetectionTrainer):
         model = self.set_model_names_for_load(model)
         if weights:
             model.load(weights)
+        elif model.yaml.get("pretrained_darknet"):
+            source = model.yaml["pretrained_darknet"]
+            filled = transfer_weights(source["cfg"], source["weights"], model)
+            LOGGER.info(f"spikedet: {filled} conv + batch-norm blocks start from {source['weights']}")
         return model
 
 

@@ -4,13 +4,14 @@ Ground truth is a COCO instances file (COCO metrics through pycocotools) or a VO
 network's classes are matched to the ground truth's by name, so a network trained on the embedded shapes
 scores against either of its layouts.
 """
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .data.coco import read_coco
-from .data.records import VOC_CLASSES, ImageRecord
+from .data.records import COCO_TO_VOC_NAMES, VOC_CLASSES, ImageRecord
 from .data.voc import read_voc
 from .engine import DEFAULT_CHUNK, SpikingNetwork
 from .errors import SpikedetError
@@ -30,8 +31,10 @@ def ground_truth(gt_coco=None, gt_voc=None, split: str = "test", images_dir=None
 
 
 def label_map(network_names: Dict[int, str], gt_names: Sequence[str], source) -> Dict[int, int]:
-    """Network class index -> 0-based ground-truth class index, by name; an error if nothing matches."""
+    """Network class index -> 0-based ground-truth class index, by name (COCO names also under their VOC
+    spelling); classes the ground truth lacks are left out; an error if nothing matches."""
     index = {name: i for i, name in enumerate(gt_names)}
+    index.update({coco: index[voc] for coco, voc in COCO_TO_VOC_NAMES.items() if voc in index and coco not in index})
     mapping = {k: index[name] for k, name in network_names.items() if name in index}
     if not mapping:
         raise SpikedetError(f"{source}: none of the network's classes ({', '.join(network_names.values())}) "
@@ -81,20 +84,29 @@ def to_results(records: List[ImageRecord], detections: list, labels: Dict[int, i
 
 def evaluate_network(network, imgsz: int, gt_coco=None, gt_voc=None, split: str = "test", images_dir=None,
                      timesteps: Optional[Sequence[int]] = None, voc_class_names: Sequence[str] = VOC_CLASSES,
-                     **detect_args) -> Dict[str, dict]:
-    """{"ann": metrics} for an ANN, {"snn": {T: metrics}} for an SNN, metrics as in spikedet.eval."""
+                     max_images: Optional[int] = None, **detect_args) -> Dict[str, dict]:
+    """{"ann": metrics} for an ANN, {"snn": {T: metrics}} for an SNN, metrics as in spikedet.eval, and
+    {"seconds_per_image": {"ann" or "snn": wall time}} (for an SNN, the simulation to the largest T).
+
+    max_images: score only the first N images (COCO: by image id; VOC: in the split's order).
+    """
     records, gt_names = ground_truth(gt_coco, gt_voc, split, images_dir, voc_class_names)
+    if max_images is not None:
+        records = (sorted(records, key=lambda r: r.image_id) if gt_coco else records)[:max_images]
     labels = label_map(class_names(network), gt_names, gt_coco or gt_voc)
+    started = time.perf_counter()
     outputs = detect_records(network, records, imgsz, timesteps, **detect_args)
+    seconds = (time.perf_counter() - started) / len(records)
     category_ids = _coco_category_ids(gt_coco) if gt_coco else None
+    image_ids = [r.image_id for r in records] if max_images is not None else None
     scored = {}
     for key, detections in outputs.items():
         results = to_results(records, detections, labels, voc=gt_voc is not None, category_ids=category_ids)
-        scored[key] = ({"coco": evaluate_coco(gt_coco, results)} if gt_coco else
+        scored[key] = ({"coco": evaluate_coco(gt_coco, results, image_ids=image_ids)} if gt_coco else
                        evaluate_voc_records(records, results, gt_names))
     if isinstance(network, SpikingNetwork):
-        return {"snn": {str(t): scored[t] for t in sorted(scored)}}
-    return {"ann": scored[None]}
+        return {"snn": {str(t): scored[t] for t in sorted(scored)}, "seconds_per_image": {"snn": seconds}}
+    return {"ann": scored[None], "seconds_per_image": {"ann": seconds}}
 
 
 def _coco_category_ids(instances_json: Union[str, Path]) -> List[int]:

@@ -132,3 +132,13 @@ def test_tool_script_runs_from_any_directory(voc_case, tmp_path):
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert json.loads(out.read_text())["voc07"]["per_class"]["dog"] == 1.0
+
+
+def test_coco_named_classes_score_on_voc_under_voc_names():
+    from spikedet.validate import label_map
+
+    coco_names = {0: "person", 1: "airplane", 2: "couch", 3: "tv", 4: "giraffe", 5: "potted plant"}
+    mapping = label_map(coco_names, VOC_CLASSES, "voc")
+    assert {coco_names[k]: VOC_CLASSES[v] for k, v in mapping.items()} == {
+        "person": "person", "airplane": "aeroplane", "couch": "sofa", "tv": "tvmonitor",
+        "potted plant": "pottedplant"}  # giraffe is no VOC class: left out

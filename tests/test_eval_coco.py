@@ -49,9 +49,9 @@ def small_gt(tmp_path):
     return path
 
 
-def test_matches_pycocotools_on_real_coco_val(shared_gt, tmp_path):
-    gt = json.loads(shared_gt.read_text())
-    rng = np.random.default_rng(0)
+def jittered_detections(gt: dict, seed: int = 0) -> list:
+    """80% of the ground truth, jittered, with random scores, plus 1000 random false positives."""
+    rng = np.random.default_rng(seed)
     detections = []
     for ann in gt["annotations"]:
         if rng.random() < 0.2:
@@ -66,6 +66,11 @@ def test_matches_pycocotools_on_real_coco_val(shared_gt, tmp_path):
         box = [*rng.uniform(0, 300, size=2).tolist(), *rng.uniform(2, 200, size=2).tolist()]
         detections.append({"image_id": int(rng.choice(image_ids)), "bbox": box,
                            "category_id": int(rng.choice(category_ids)), "score": 0.7 * float(rng.random())})
+    return detections
+
+
+def test_matches_pycocotools_on_real_coco_val(shared_gt, tmp_path):
+    detections = jittered_detections(json.loads(shared_gt.read_text()))
     dets_path = tmp_path / "dets.json"
     dets_path.write_text(json.dumps(detections))
 
@@ -77,6 +82,20 @@ def test_matches_pycocotools_on_real_coco_val(shared_gt, tmp_path):
     print(f"real COCO val (206 images), jittered detections: "
           f"AP {metrics['AP']:.4f}, AP50 {metrics['AP50']:.4f}")
     assert 0.2 < metrics["AP"] < metrics["AP50"] < 1.0
+
+
+def test_an_image_subset_scores_as_the_ground_truth_cut_to_it(shared_gt, tmp_path):
+    gt = json.loads(shared_gt.read_text())
+    detections = jittered_detections(gt, seed=1)
+    keep = sorted(im["id"] for im in gt["images"])[:20]
+    cut = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+           "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+    (tmp_path / "cut.json").write_text(json.dumps(cut))
+    (tmp_path / "dets.json").write_text(json.dumps([d for d in detections if d["image_id"] in keep]))
+    metrics = evaluate_coco(shared_gt, detections, image_ids=keep)  # detections elsewhere are ignored
+    np.testing.assert_allclose([metrics[name] for name in COCO_METRICS],
+                               direct_pycocotools_stats(tmp_path / "cut.json", tmp_path / "dets.json"), atol=1e-6)
+    assert metrics != evaluate_coco(shared_gt, detections)
 
 
 def test_perfect_detections_score_close_to_one(shared_gt):

@@ -73,9 +73,31 @@ def test_signed_neuron_takes_back_unsupported_spikes():
 
 
 def test_signed_neuron_reproduces_leaky_slope():
-    neuron = IFNeuron(v_init=0.0, negative_threshold=-10.0)  # leaky ReLU slope 0.1
+    neuron = IFNeuron(v_init=0.0, negative_slope=0.1)  # Spiking-YOLO: fires -1 when v <= -10, then v += 10
     rate = neuron(Static(torch.tensor([[-0.5, 0.5]]), 400)).sum(0) / 400
     assert rate.tolist()[0] == pytest.approx([-0.05, 0.5], abs=0.01)
+    assert neuron.v.tolist()[0] == pytest.approx([-200 + 20 * 10, 0.0])  # 20 negative spikes, each v += 10
+
+
+def test_burst_leaky_neuron_count_is_the_quantized_leaky_total_whatever_the_timing():
+    torch.manual_seed(0)
+    steps = 16
+    current = torch.randn(steps, 1, 500) * 2.0
+    neuron = IFNeuron(v_init=0.5, spikes="burst", negative_slope=0.1)
+    out = torch.cat([neuron(current[:5]), neuron(current[5:])])  # state carried between chunks
+    total = current.sum(0)
+    expected = torch.clamp(torch.floor(torch.where(total >= 0, total, 0.1 * total) + 0.5), -steps, steps)
+    assert torch.equal(out.sum(0), expected)
+    assert (expected < 0).any() and (expected == steps).any()  # both bounds of the range exercised
+    counts = out.cumsum(0).abs()
+    assert torch.all(counts <= torch.arange(1, steps + 1).view(-1, 1, 1))
+
+
+@pytest.mark.parametrize("kwargs", [dict(spikes="signed", negative_slope=0.1), dict(negative_slope=1.5),
+                                    dict(reset="zero", negative_slope=0.1)])
+def test_leaky_neuron_rejects_what_it_cannot_be(kwargs):
+    with pytest.raises(ValueError):
+        IFNeuron(**kwargs)
 
 
 def test_fold_batchnorm_matches_conv_bn():
@@ -237,7 +259,19 @@ num=3
 
 def test_darknet_leaky_network_converges_with_signed_neurons(tmp_path):
     """A darknet model (leaky ReLU, darknet's stride-1 pool, [yolo] head) goes through the same converter:
-    leaky units become Spiking-YOLO's signed neurons with the imbalanced threshold."""
+    with binary events, leaky units become Spiking-YOLO's signed neurons with the imbalanced threshold."""
+    model, images = _tiny_darknet(tmp_path)
+    with torch.no_grad():
+        ann = model(images)[0]
+    snn = convert(model, calibration_images=images, percentile_q=100, spikes="binary")
+    neurons = [m for m in snn.modules() if isinstance(m, IFNeuron)]
+    assert neurons and all(n.negative_slope == pytest.approx(0.1) and n.spikes == "binary" for n in neurons)
+    out = snn.simulate(images, [32, 512])
+    assert box_error(out[512], ann)[0] < box_error(out[32], ann)[0]
+    assert box_error(out[512], ann)[0] < 0.1 and box_error(out[512], ann)[1] < 0.01
+
+
+def _tiny_darknet(tmp_path):
     from spikedet.darknet import DarknetModel
 
     cfg = tmp_path / "tiny.cfg"
@@ -248,13 +282,30 @@ def test_darknet_leaky_network_converges_with_signed_neurons(tmp_path):
         if isinstance(m, nn.BatchNorm2d):
             m.running_var.uniform_(0.5, 2.0)
             m.bias.data.uniform_(-0.2, 0.2)
-    model.eval()
-    images = torch.rand(2, 3, 64, 64)
+    return model.eval(), torch.rand(2, 3, 64, 64)
+
+
+def test_burst_leaky_neurons_converge_faster_than_spiking_yolos(tmp_path):
+    """Burst events for leaky units: any-time counts are the quantized leaky activation, no unevenness."""
+    model, images = _tiny_darknet(tmp_path)
     with torch.no_grad():
         ann = model(images)[0]
-    snn = convert(model, calibration_images=images, percentile_q=100)
-    neurons = [m for m in snn.modules() if isinstance(m, IFNeuron)]
-    assert neurons and all(n.negative_threshold == pytest.approx(-10.0) for n in neurons)
-    out = snn.simulate(images, [32, 512])
-    assert box_error(out[512], ann)[0] < box_error(out[32], ann)[0]
-    assert box_error(out[512], ann)[0] < 0.1 and box_error(out[512], ann)[1] < 0.01
+    binary = convert(model, calibration_images=images, percentile_q=100, spikes="binary").simulate(images, [8, 32])
+    burst = convert(model, calibration_images=images, percentile_q=100, spikes="burst").simulate(images, [8, 32, 256])
+    assert all(box_error(burst[t], ann)[0] < 0.9 * box_error(binary[t], ann)[0] for t in (8, 32))
+    assert box_error(burst[256], ann)[0] < box_error(burst[32], ann)[0]
+
+
+def test_leaky_replaced_by_relu_copies_the_relu_network(tmp_path):
+    from spikedet.convert import leaky_to_relu
+
+    model, images = _tiny_darknet(tmp_path)
+    relu_model = leaky_to_relu(model)
+    assert any(isinstance(m, nn.LeakyReLU) for m in model.modules())  # the original is left as it was
+    assert not any(isinstance(m, nn.LeakyReLU) for m in relu_model.modules())
+    with torch.no_grad():
+        leaky_out, relu_out = model(images)[0], relu_model(images)[0]
+    snn = convert(model, calibration_images=images, percentile_q=100, leaky="relu")
+    assert all(n.negative_slope is None for n in snn.modules() if isinstance(n, IFNeuron))
+    out = snn.simulate(images, [512])[512]
+    assert box_error(out, relu_out)[0] < box_error(out, leaky_out)[0]

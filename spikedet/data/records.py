@@ -12,6 +12,9 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+# The VOC classes under their COCO names (the other 14 are spelled alike), so a COCO detector scores on VOC.
+COCO_TO_VOC_NAMES = {"airplane": "aeroplane", "motorcycle": "motorbike", "dining table": "diningtable",
+                     "potted plant": "pottedplant", "couch": "sofa", "tv": "tvmonitor"}
 
 
 @dataclass

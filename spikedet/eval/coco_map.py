@@ -2,7 +2,7 @@
 import contextlib
 import io
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -15,9 +15,11 @@ from .detections import load_detections
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def evaluate_coco(gt_json_path, detections, verbose: bool = False) -> Dict[str, Optional[float]]:
+def evaluate_coco(gt_json_path, detections, verbose: bool = False,
+                  image_ids: Optional[Sequence[int]] = None) -> Dict[str, Optional[float]]:
     """The 12 COCOeval bbox numbers as fractions, keyed by COCO_METRICS.
 
+    image_ids: score only these images (pycocotools' params.imgIds), e.g. a subset that was run.
     A metric whose area range holds no ground truth (pycocotools' -1) is None. `detections` is a
     detections-file path or an already-loaded list; an empty list scores 0 wherever there is ground truth.
     pycocotools' own printing is shown only with verbose=True.
@@ -29,6 +31,8 @@ def evaluate_coco(gt_json_path, detections, verbose: bool = False) -> Dict[str, 
         _check_ids(dets, coco_gt, gt_json_path)
         coco_dt = coco_gt.loadRes(dets.coco_results()) if len(dets) else _empty_results(coco_gt)
         coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        if image_ids is not None:
+            coco_eval.params.imgIds = sorted(image_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
