@@ -81,7 +81,19 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _key_value(text):
+    """An ultralytics training argument given as key=value; the value is read as YAML (0.001, false, AdamW)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value (an ultralytics train argument), got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def _add_train_arguments(parser):
+    parser.add_argument("overrides", nargs="*", type=_key_value, metavar="key=value",
+                        help="other ultralytics train arguments, e.g. optimizer=AdamW lr0=0.001 mosaic=0")
     parser.add_argument("--data", required=True, help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")
     parser.add_argument("--model", default="yolov3-tiny", help="model config name or YAML (configs/)")
     parser.add_argument("--epochs", type=int, default=100)
@@ -117,11 +129,12 @@ def _run_train(args):
                   if getattr(args, k) is not None}
     if args.relu:
         dual_error.update(clip=False, quantize=False)
-    best = train(args.data, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                 device=args.device, resume=args.resume or False, project=args.project, name=args.name,
-                 scale=args.scale, pool=args.pool, dual_error=dual_error, pretrained=args.pretrained,
-                 pretrained_darknet=args.pretrained_darknet, darknet_cfg=args.darknet_cfg,
-                 seed=args.seed, workers=args.workers, plots=args.plots)
+    options = dict(data=args.data, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                   device=args.device, resume=args.resume or False, project=args.project, name=args.name,
+                   scale=args.scale, pool=args.pool, dual_error=dual_error, pretrained=args.pretrained,
+                   pretrained_darknet=args.pretrained_darknet, darknet_cfg=args.darknet_cfg, seed=args.seed,
+                   workers=args.workers, plots=args.plots)
+    best = train(**{**options, **dict(args.overrides)})
     print(f"trained weights: {best}")
 
 

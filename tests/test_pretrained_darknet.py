@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from spikedet import SpikedetError
+from spikedet.cli import main
 from spikedet.darknet import ConvBlock, DarknetModel, transfer_weights
 from spikedet.model import SpikingYOLO
 from spikedet.train import load_ann_checkpoint, train
@@ -77,9 +78,11 @@ def test_filling_stops_at_the_first_layer_that_differs(darknet_files):
 def test_training_starts_from_the_darknet_weights(darknet_files, trained, tmp_path, no_network):
     """With a zero learning rate (SGD: "auto" would choose its own) the weights stay what they started from: darknet's (BN statistics move)."""
     cfg, weights, darknet = darknet_files
-    best = train(trained[0]["yolo"], scale="n", epochs=1, imgsz=64, batch=4, workers=0, project=tmp_path,
-                 name="dn", plots=False, pretrained_darknet=weights, darknet_cfg=cfg, optimizer="SGD", lr0=0.0,
-                 warmup_epochs=0)
+    assert main(["train", "--data", str(trained[0]["yolo"]), "--scale", "n", "--epochs", "1", "--imgsz", "64",
+                 "--batch", "4", "--workers", "0", "--project", str(tmp_path), "--name", "dn", "--plots", "false",
+                 "--pretrained-darknet", str(weights), "--darknet-cfg", str(cfg),
+                 "optimizer=SGD", "lr0=0", "warmup_epochs=0"]) == 0  # ultralytics arguments as key=value
+    best = tmp_path / "dn" / "weights" / "best.pt"
     model = load_ann_checkpoint(best)
     assert model.yaml["pretrained_darknet"] == {"weights": str(weights.resolve()), "cfg": str(cfg.resolve())}
     for src, dst in zip([m for m in darknet.model if isinstance(m, ConvBlock) and m.bn is not None],

@@ -7,6 +7,7 @@ calibrated random weights: the simulation is dense, so its cost does not depend 
 
     python tools/benchmark_snn.py                       # yolov3-tiny, 416 px, T = 8 16 32 64, CPU
     python tools/benchmark_snn.py --device cuda --timesteps 16 64 256 --batch 8
+    python tools/benchmark_snn.py --cfg yolov3-tiny.cfg --spikes binary   # a darknet cfg (leaky neurons)
 """
 import argparse
 import json
@@ -29,11 +30,17 @@ def measure(cfg: str, scale: str, imgsz: int, batch: int, timesteps: int, chunk:
     from spikedet.model import SpikingYOLO
 
     torch.manual_seed(0)
-    model = SpikingYOLO(cfg, nc=80, scale=scale).eval()
     images = torch.rand(batch, 3, imgsz, imgsz)
-    with torch.no_grad(), calibrate_thresholds(model):
-        model(images)
-    snn = convert(model, spikes=spikes).to(device)
+    if cfg.endswith(".cfg"):  # darknet: scales from the activations of the images themselves
+        from spikedet.darknet import DarknetModel
+
+        model = DarknetModel(cfg).eval()
+        snn = convert(model, calibration_images=images, spikes=spikes).to(device)
+    else:
+        model = SpikingYOLO(cfg, nc=80, scale=scale).eval()
+        with torch.no_grad(), calibrate_thresholds(model):
+            model(images)
+        snn = convert(model, spikes=spikes).to(device)
     model, images = model.to(device), images.to(device)
 
     def timed(fn):
@@ -60,7 +67,7 @@ def measure(cfg: str, scale: str, imgsz: int, batch: int, timesteps: int, chunk:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg", default="yolov3-tiny")
+    parser.add_argument("--cfg", default="yolov3-tiny", help="a model config, or a darknet .cfg")
     parser.add_argument("--scale", default="m", help="m = the original Tiny-YOLO widths")
     parser.add_argument("--imgsz", type=int, default=416)
     parser.add_argument("--batch", type=int, default=1)
