@@ -132,10 +132,10 @@ class IFNeuron(Recorder, nn.Module):
             s = (v >= 1.0).to(v.dtype)
             if self.spikes == "signed":
                 s = s - ((v < 0) & (net > 0)).to(v.dtype)
-            if self.negative_slope is not None:
-                negative = v <= -1.0 / self.negative_slope
-                s = s - negative.to(v.dtype)
-                v = v - s + negative.to(v.dtype) * (1.0 / self.negative_slope - 1.0)
+            if self.negative_slope is not None:  # a +1 spike takes 1 from v, a -1 spike gives 1/alpha back
+                negative = (v <= -1.0 / self.negative_slope).to(v.dtype)
+                v = v - s + negative / self.negative_slope
+                s = s - negative
             elif self.reset_mode == "subtract":
                 v = v - s
             else:
