@@ -51,3 +51,21 @@ def test_ann_checkpoint_scores_alone(trained, capsys):
     data, weights, _ = trained
     assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64"]) == 0
     assert "ANN" in capsys.readouterr().out
+
+
+def test_max_images_runs_and_scores_only_the_first_images(trained, monkeypatch):
+    import spikedet.validate as validate
+
+    data, weights, _ = trained
+    network, _ = load_network(weights)
+    seen = {}
+    real_detect, real_coco = validate.detect_records, validate.evaluate_coco
+    monkeypatch.setattr(validate, "detect_records", lambda net, records, *a, **k: seen.setdefault(
+        "run", [r.image_id for r in records]) and real_detect(net, records, *a, **k))
+    monkeypatch.setattr(validate, "evaluate_coco", lambda gt, results, image_ids=None: seen.setdefault(
+        "scored", image_ids) and real_coco(gt, results, image_ids=image_ids))
+    records, _ = read_coco(data["coco"]["test"])
+    first = sorted(r.image_id for r in records)[:2]
+    scored = validate.evaluate_network(network, 64, gt_coco=data["coco"]["test"], max_images=2, progress=False)
+    assert seen == {"run": first, "scored": first}
+    assert set(scored) == {"ann", "seconds_per_image"} and scored["seconds_per_image"]["ann"] > 0
