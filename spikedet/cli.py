@@ -203,7 +203,7 @@ def _add_eval_arguments(parser):
     net.add_argument("--max-images", type=int, metavar="N",
                      help="score only the first N images (COCO: by image id; VOC: in the split's order)")
     net.add_argument("--imgsz", type=int, help="network input size (default: the size the SNN was converted at)")
-    net.add_argument("--batch", type=int, default=8)
+    net.add_argument("--batch", type=int, help="images per batch (default: 1 on the CPU, faster there; 8 on a GPU)")
     net.add_argument("--chunk", type=int, help="time steps simulated per batched layer call (default: 2)")
     net.add_argument("--resize", choices=("letterbox", "stretch"),
                      help="default: stretch for darknet networks, letterbox for spikedet-trained ones")

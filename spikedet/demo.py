@@ -21,6 +21,7 @@ from .validate import evaluate_network
 DEMO = {  # one place for the demo's settings
     "model": "yolov3-tiny", "scale": "n", "imgsz": 192, "epochs": 50, "batch": 16, "levels": 16,
     "timesteps": (4, 8, 16, 32, 64, 128, 256), "sample_images": 4,
+    "eval_batch": 8,  # the batch its figures were measured with (192 px, width n)
 }
 
 
@@ -44,7 +45,7 @@ def run_demo(output="runs/demo", data_root="data/shapes", weights_dir="weights",
     scored = {}
     for network in (ann, snn):
         scored.update(evaluate_network(network, DEMO["imgsz"], gt_coco=data["coco"]["test"],
-                                       timesteps=timesteps, progress=progress))
+                                       timesteps=timesteps, batch_size=DEMO["eval_batch"], progress=progress))
     samples = sorted((data["voc"] / "JPEGImages").glob("*.jpg"))[-DEMO["sample_images"]:]
     sample_dir = output / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)

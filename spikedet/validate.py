@@ -42,14 +42,21 @@ def label_map(network_names: Dict[int, str], gt_names: Sequence[str], source) ->
     return mapping
 
 
+def default_batch(device: str) -> int:
+    """Images per simulation batch: 1 on the CPU, where larger batches were slower per image (yolov3-tiny at
+    416 px, T = 16, burst: 1.33 s per image at batch 1, 2.79 s at batch 8), 8 on a GPU."""
+    return 1 if str(device) == "cpu" else 8
+
+
 @torch.no_grad()
 def detect_records(network, records: List[ImageRecord], imgsz: int, timesteps: Optional[Sequence[int]] = None,
-                   batch_size: int = 8, resize: Optional[str] = None, conf: float = 0.001, iou: Optional[float] = None,
+                   batch_size: Optional[int] = None, resize: Optional[str] = None, conf: float = 0.001, iou: Optional[float] = None,
                    chunk: int = DEFAULT_CHUNK, device: str = "cpu", progress: bool = True) -> Dict[Optional[int], list]:
     """Run the network over the records' images: {None or T: per image, a list of Detection}."""
     from ultralytics.utils import TQDM
 
     network = network.to(device)
+    batch_size = batch_size or default_batch(device)
     resize = resize or default_resize(network)
     iou = iou or default_eval_iou(network)
     outputs: Dict[Optional[int], list] = {}

@@ -85,7 +85,8 @@ def main():
 
     import torch
 
-    print(f"{args.cfg} scale {args.scale}, {args.imgsz} px, batch {args.batch}, {args.spikes} spikes, "
+    width = "" if args.cfg.endswith(".cfg") else f" scale {args.scale}"
+    print(f"{args.cfg}{width}, {args.imgsz} px, batch {args.batch}, {args.spikes} spikes, "
           f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     header = f"{'T':>5} {'chunk':>6} {'ANN ms/img':>11} {'SNN ms/img':>11} {'SNN/(T*ANN)':>12} {'peak MB':>9}"
     print(header + "\n" + "-" * len(header))
