@@ -20,19 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.records import COCO_TO_VOC_NAMES
 from .errors import SpikedetError, fail
 
-# darknet's COCO names (data/coco.names) -> the category names of COCO's instances JSON, so a darknet COCO
-# network's classes match COCO ground truth by name. Applied to 80-name lists only: VOC's own class names
-# are darknet's spellings, so voc.names must stay as it is.
-DARKNET_TO_COCO_NAMES = {
-    "aeroplane": "airplane",
-    "motorbike": "motorcycle",
-    "sofa": "couch",
-    "tvmonitor": "tv",
-    "diningtable": "dining table",
-    "pottedplant": "potted plant",
-}
+# darknet's COCO names (data/coco.names) spell six classes as VOC does; mapped to the category names of
+# COCO's instances JSON, so a darknet COCO network's classes match COCO ground truth by name. Applied to
+# 80-name lists only: VOC's own class names are darknet's spellings, so voc.names must stay as it is.
+DARKNET_TO_COCO_NAMES = {voc: coco for coco, voc in COCO_TO_VOC_NAMES.items()}
 
 # darknet's GPU and AlexeyAB batch-norm divide by sqrt(var + .00001f), as nn.BatchNorm2d does with this eps.
 BN_EPS = 1e-5
