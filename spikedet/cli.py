@@ -109,7 +109,8 @@ def _add_train_arguments(parser):
     parser.add_argument("--plots", type=_bool, default=True, help="ultralytics training plots (default: true)")
     parser.add_argument("--pretrained-darknet", metavar="WEIGHTS",
                         help="start the backbone from darknet weights (e.g. yolov3-tiny.weights into yolov3-tiny)")
-    parser.add_argument("--darknet-cfg", metavar="CFG", help="their cfg (default: the .cfg of the same name beside them)")
+    parser.add_argument("--darknet-cfg", metavar="CFG",
+                        help="their cfg (default: the .cfg of the same name beside them)")
     model = parser.add_argument_group("model choices (default: from the model config)")
     model.add_argument("--scale", choices=("n", "s", "m"), help="width: n = 0.25, s = 0.5, m = 1.0")
     model.add_argument("--pool", choices=("max", "avg", "conv"), help="what the max-pool layers become")
@@ -248,18 +249,15 @@ def _score_detections(args, class_names):
 def _score_network(args, class_names):
     from .eval.report import format_sweep_table, plot_sweep
     from .predict import load_network
-    from .validate import evaluate_network
+    from .validate import evaluate_networks
 
     network, source_ann = load_network(args.weights, args.cfg, args.names)
     imgsz = args.imgsz or getattr(network, "meta", {}).get("imgsz") or 416
-    common = dict(gt_coco=args.gt_coco, gt_voc=args.gt_voc, split=args.split, images_dir=args.images,
-                  voc_class_names=class_names, batch_size=args.batch, resize=args.resize, conf=args.conf,
-                  iou=args.iou, device=args.device, **({"chunk": args.chunk} if args.chunk else {}))
-    results = {"seconds_per_image": {}}
-    for ann in (source_ann, network) if source_ann is not None else (network,):
-        scored = evaluate_network(ann, imgsz, timesteps=args.timesteps, max_images=args.max_images, **common)
-        results["seconds_per_image"].update(scored.pop("seconds_per_image"))
-        results.update(scored)
+    results = evaluate_networks(
+        (source_ann, network) if source_ann is not None else (network,), imgsz, timesteps=args.timesteps,
+        max_images=args.max_images, gt_coco=args.gt_coco, gt_voc=args.gt_voc, split=args.split,
+        images_dir=args.images, voc_class_names=class_names, batch_size=args.batch, resize=args.resize,
+        conf=args.conf, iou=args.iou, device=args.device, **({"chunk": args.chunk} if args.chunk else {}))
     print(format_sweep_table(results))
     timing = results["seconds_per_image"]
     parts = [f"ANN {timing['ann']:.3f} s"] if "ann" in timing else []

@@ -479,8 +479,8 @@ def transfer_weights(cfg: Union[str, Path], weights: Union[str, Path], model: nn
     For yolov3-tiny.weights into configs/yolov3-tiny.yaml at width m all 11 backbone and neck blocks fill.
     """
     source = [m for m in load_darknet(cfg, weights).model if isinstance(m, ConvBlock) and m.bn is not None]
-    target = [m for m in list(model.model)[:-1]
-              if isinstance(getattr(m, "conv", None), nn.Conv2d) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d)]
+    target = [m for m in list(model.model)[:-1] if isinstance(getattr(m, "conv", None), nn.Conv2d)
+              and isinstance(getattr(m, "bn", None), nn.BatchNorm2d)]
     filled = 0
     with torch.no_grad():
         for src, dst in zip(source, target):
@@ -493,5 +493,6 @@ def transfer_weights(cfg: Union[str, Path], weights: Union[str, Path], model: nn
     if not filled:
         first = (f"its first convolution is {tuple(source[0].conv.weight.shape)}, the model's "
                  f"{tuple(target[0].conv.weight.shape)}") if source and target else "no conv + batch-norm blocks"
-        raise fail(weights, f"no layer fits the model ({first}); is the model config the same network at the same width?")
+        raise fail(weights, f"no layer fits the model ({first}); "
+                            "is the model config the same network at the same width?")
     return filled

@@ -16,7 +16,7 @@ from .eval.report import format_sweep_table, headline, plot_sweep
 from .fileio import atomic_write_json
 from .predict import load_network
 from .train import train
-from .validate import evaluate_network
+from .validate import evaluate_networks
 
 DEMO = {  # one place for the demo's settings
     "model": "yolov3-tiny", "scale": "n", "imgsz": 192, "epochs": 50, "batch": 16, "levels": 16,
@@ -42,10 +42,8 @@ def run_demo(output="runs/demo", data_root="data/shapes", weights_dir="weights",
     convert_checkpoint(ann_path, snn_path, imgsz=DEMO["imgsz"])
 
     snn, ann = load_network(snn_path)
-    scored = {}
-    for network in (ann, snn):
-        scored.update(evaluate_network(network, DEMO["imgsz"], gt_coco=data["coco"]["test"],
-                                       timesteps=timesteps, batch_size=DEMO["eval_batch"], progress=progress))
+    scored = evaluate_networks((ann, snn), DEMO["imgsz"], gt_coco=data["coco"]["test"], timesteps=timesteps,
+                               batch_size=DEMO["eval_batch"], progress=progress)
     samples = sorted((data["voc"] / "JPEGImages").glob("*.jpg"))[-DEMO["sample_images"]:]
     sample_dir = output / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)

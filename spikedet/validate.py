@@ -17,7 +17,8 @@ from .engine import DEFAULT_CHUNK, SpikingNetwork
 from .errors import SpikedetError
 from .fileio import read_json
 from .eval import evaluate_coco, evaluate_voc_records
-from .predict import class_names, default_eval_iou, default_resize, load_image, postprocess, preprocess, run_network
+from .predict import (class_names, default_batch, default_eval_iou, default_resize, load_image, postprocess,
+                      preprocess, run_network)
 
 
 def ground_truth(gt_coco=None, gt_voc=None, split: str = "test", images_dir=None,
@@ -42,16 +43,11 @@ def label_map(network_names: Dict[int, str], gt_names: Sequence[str], source) ->
     return mapping
 
 
-def default_batch(device: str) -> int:
-    """Images per simulation batch: 1 on the CPU, where larger batches were slower per image (yolov3-tiny at
-    416 px, T = 16, burst: 1.33 s per image at batch 1, 2.79 s at batch 8), 8 on a GPU."""
-    return 1 if str(device) == "cpu" else 8
-
-
 @torch.no_grad()
 def detect_records(network, records: List[ImageRecord], imgsz: int, timesteps: Optional[Sequence[int]] = None,
-                   batch_size: Optional[int] = None, resize: Optional[str] = None, conf: float = 0.001, iou: Optional[float] = None,
-                   chunk: int = DEFAULT_CHUNK, device: str = "cpu", progress: bool = True) -> Dict[Optional[int], list]:
+                   batch_size: Optional[int] = None, resize: Optional[str] = None, conf: float = 0.001,
+                   iou: Optional[float] = None, chunk: int = DEFAULT_CHUNK, device: str = "cpu",
+                   progress: bool = True) -> Dict[Optional[int], list]:
     """Run the network over the records' images: {None or T: per image, a list of Detection}."""
     from ultralytics.utils import TQDM
 
@@ -114,6 +110,17 @@ def evaluate_network(network, imgsz: int, gt_coco=None, gt_voc=None, split: str 
     if isinstance(network, SpikingNetwork):
         return {"snn": {str(t): scored[t] for t in sorted(scored)}, "seconds_per_image": {"snn": seconds}}
     return {"ann": scored[None], "seconds_per_image": {"ann": seconds}}
+
+
+def evaluate_networks(networks: Sequence, imgsz: int, **evaluate_args) -> Dict[str, dict]:
+    """evaluate_network for each network (an SNN's source ANN, then the SNN), merged into one result:
+    {"ann": ..., "snn": ..., "seconds_per_image": {"ann": ..., "snn": ...}}."""
+    merged = {"seconds_per_image": {}}
+    for network in networks:
+        scored = evaluate_network(network, imgsz, **evaluate_args)
+        merged["seconds_per_image"].update(scored.pop("seconds_per_image"))
+        merged.update(scored)
+    return merged
 
 
 def _coco_category_ids(instances_json: Union[str, Path]) -> List[int]:

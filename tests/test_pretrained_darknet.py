@@ -76,7 +76,8 @@ def test_filling_stops_at_the_first_layer_that_differs(darknet_files):
 
 
 def test_training_starts_from_the_darknet_weights(darknet_files, trained, tmp_path, no_network):
-    """With a zero learning rate (SGD: "auto" would choose its own) the weights stay what they started from: darknet's (BN statistics move)."""
+    """With a zero learning rate (SGD: "auto" would choose its own) the weights stay what they started from:
+    darknet's (BN statistics move)."""
     cfg, weights, darknet = darknet_files
     assert main(["train", "--data", str(trained[0]["yolo"]), "--scale", "n", "--epochs", "1", "--imgsz", "64",
                  "--batch", "4", "--workers", "0", "--project", str(tmp_path), "--name", "dn", "--plots", "false",
