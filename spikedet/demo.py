@@ -9,14 +9,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .convert import convert_checkpoint
+from .api import SpikingYOLO
 from .data.shapes import make_shapes_dataset
-from .detect import detect
 from .eval.report import format_sweep_table, headline, plot_sweep
 from .fileio import atomic_write_json
-from .predict import load_network
-from .train import train
-from .validate import evaluate_networks
 
 DEMO = {  # one place for the demo's settings
     "model": "yolov3-tiny", "scale": "n", "imgsz": 192, "epochs": 50, "batch": 16, "levels": 16,
@@ -25,39 +21,34 @@ DEMO = {  # one place for the demo's settings
 }
 
 
-def run_demo(output="runs/demo", data_root="data/shapes", weights_dir="weights", epochs: int = DEMO["epochs"],
+def run_demo(output="runs/demo", data_root="data/shapes", epochs: int = DEMO["epochs"],
              timesteps: Sequence[int] = DEMO["timesteps"], progress: bool = True) -> dict:
     """Run every step; return (and save) {"ann": {...}, "snn": {T: {...}}, "wall_s": ..., ...}."""
     start = time.time()
-    output, weights_dir = Path(output), Path(weights_dir)
+    output = Path(output)
     data = make_shapes_dataset(data_root, imgsz=DEMO["imgsz"], progress=progress)
 
-    best = train(data["yolo"], model=DEMO["model"], scale=DEMO["scale"], epochs=epochs, imgsz=DEMO["imgsz"],
-                 batch=DEMO["batch"], dual_error={"levels": DEMO["levels"]}, project=output, name="train",
-                 exist_ok=True, plots=False, seed=0, deterministic=True)
-    ann_path = weights_dir / "shapes-yolov3-tiny-n-de.pt"
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, ann_path)
-    snn_path = weights_dir / "shapes-yolov3-tiny-n-de.snn.pt"
-    convert_checkpoint(ann_path, snn_path, imgsz=DEMO["imgsz"])
-
-    snn, ann = load_network(snn_path)
-    scored = evaluate_networks((ann, snn), DEMO["imgsz"], gt_coco=data["coco"]["test"], timesteps=timesteps,
-                               batch_size=DEMO["eval_batch"], progress=progress)
+    model = SpikingYOLO(DEMO["model"], scale=DEMO["scale"], dual_error={"levels": DEMO["levels"]})
+    model.train(data["yolo"], epochs=epochs, imgsz=DEMO["imgsz"], batch=DEMO["batch"], project=output,
+                name="train", exist_ok=True, plots=False, seed=0, deterministic=True)
+    snn_path = output / "shapes-yolov3-tiny-n-de.snn.pt"
+    snn = model.convert(output=snn_path, imgsz=DEMO["imgsz"])
+    scored = snn.val(gt_coco=data["coco"]["test"], timesteps=timesteps, batch=DEMO["eval_batch"],
+                     progress=progress)
     samples = sorted((data["voc"] / "JPEGImages").glob("*.jpg"))[-DEMO["sample_images"]:]
     sample_dir = output / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)
     for p in samples:
         shutil.copyfile(p, sample_dir / p.name)
-    detected = detect(sample_dir, snn_path, timesteps=DEMO["levels"], project=output, name="detect",
-                      save_rates=True, progress=progress)
+    detected = snn.predict(sample_dir, timesteps=DEMO["levels"], save=True, project=output, name="detect",
+                           save_rates=True, progress=progress)
 
     results = {"ann": headline(scored["ann"]),
                "snn": {t: headline(m) for t, m in scored["snn"].items()},
                "wall_s": round(time.time() - start, 1),
                "metric": "COCO mAP50 (AP50) and mAP50_95 (AP) on the shapes test split, pycocotools",
                "settings": {**DEMO, "epochs": epochs, "timesteps": list(timesteps)},
-               "files": {"ann": str(ann_path), "snn": str(snn_path), "detections": str(detected.output)},
+               "files": {"ann": model.source, "snn": str(snn_path), "detections": str(detected.output)},
                "full": scored}
     atomic_write_json(output / "results.json", results)
     plot_sweep(scored, output / "map_vs_t.png", title="shapes test: dual-error Tiny-YOLO, ANN vs SNN")

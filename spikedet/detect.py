@@ -1,24 +1,32 @@
-"""Detecting objects in a person's own images and videos, with an ANN checkpoint or an SNN file.
+"""Detecting objects in a person's own images and videos, and writing what was found.
 
-Each run writes into a fresh folder (runs/detect/exp, exp2, ...; never an earlier one): the annotated
-images, detections.json (COCO results format, plus class names), optional YOLO txt labels, and for an
-SNN optionally the per-layer firing rates. Files that cannot be read are skipped with a one-line warning
-each and counted in the summary.
+Each run writes into a fresh folder (runs/detect/exp, exp2, ...; never an earlier one). Every input is keyed
+by its path relative to the source (a folder, the common folder of a glob's matches, or the file's own
+folder), so two inputs never write the same file: `a.jpg` and `a.png` give annotated `a.jpg` and `a.png`,
+frame k of `clip.mp4` gives `clip.mp4/00000k.jpg`, labels go to `labels/<key>.txt`, and detections.json
+names each image by its key. Unreadable and truncated files are skipped with a one-line warning each and
+counted; a run that fails before writing anything leaves no folder behind.
 """
+import contextlib
 import glob
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterator, List, Tuple, Union
 
 import cv2
 import numpy as np
+import torch
 
-from .engine import SpikingNetwork
-from .errors import SpikedetError
+from .defaults import DEFAULTS
+from .errors import SpikedetError, fail
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .predict import (IMAGE_SUFFIXES, Detection, class_names, default_resize, load_network, postprocess,
-                      preprocess, run_network)
+from .inference import Detection, StreamSettings, is_image_file, load_image, stream
+from .networks import class_names, is_snn
+from .snn.statistics import SpikeMonitor
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
@@ -30,12 +38,18 @@ class DetectSummary:
     images: int = 0
     detections: int = 0
     skipped: List[str] = field(default_factory=list)
+    results: list = field(default_factory=list)  # COCO results format, image_id = the input's key
 
 
-def next_run_folder(project: Union[str, Path], name: str = "exp") -> Path:
-    """project/name, or name2, name3, ...: the first that does not exist, created atomically (mkdir)."""
+def next_run_folder(project: Union[str, Path], name: str = DEFAULTS["name"]) -> Path:
+    """project/name, or name2, name3, ...: the first that does not exist, created with mkdir. Unlike
+    ultralytics' increment_path (which checks, then creates), mkdir either creates a folder or fails, so two
+    runs started at once never share a folder and overwrite each other's files."""
     project = Path(project)
-    project.mkdir(parents=True, exist_ok=True)
+    try:
+        project.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise fail(project, "is a file, expected a folder for run outputs") from None
     for n in range(1, 10000):
         folder = project / (name if n == 1 else f"{name}{n}")
         try:
@@ -43,48 +57,50 @@ def next_run_folder(project: Union[str, Path], name: str = "exp") -> Path:
             return folder
         except FileExistsError:
             continue
-    raise SpikedetError(f"{project}: no free run folder name for {name!r}")
+    raise fail(project, f"no free run folder name for {name!r}")
 
 
-def list_sources(source: Union[str, Path]) -> List[Path]:
-    """An image or video file, a folder (every file in it, sorted) or a glob pattern."""
+def list_sources(source: Union[str, Path]) -> Tuple[List[Path], Path]:
+    """(the files, the folder their keys are relative to) for an image or video file, a folder (every file
+    in it, sorted) or a glob pattern."""
     text = str(source)
     if any(ch in text for ch in "*?["):
         paths = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else None
     elif Path(text).is_dir():
-        paths = sorted(p for p in Path(text).iterdir() if p.is_file() and not p.name.startswith("."))
+        root = Path(text)
+        paths = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
     elif Path(text).is_file():
-        paths = [Path(text)]
+        paths, root = [Path(text)], Path(text).parent
     else:
-        raise SpikedetError(f"{source}: no such file, folder or glob match")
+        raise fail(source, "no such file, folder or glob match")
     if not paths:
-        raise SpikedetError(f"{source}: no files found")
-    return paths
+        raise fail(source, "no files found")
+    return paths, root
 
 
-def frames(path: Path, skipped: List[str]) -> Iterator[Tuple[str, np.ndarray]]:
-    """(name, BGR image) for an image, or for each frame of a video; unreadable files are skipped."""
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        capture = cv2.VideoCapture(str(path))
-        index, ok = 0, capture.isOpened()
-        while ok:
-            ok, frame = capture.read()
-            if ok:
-                yield f"{path.stem}_{index:06d}", frame
-                index += 1
-        capture.release()
-        if index == 0:
-            _skip(skipped, path, "not a readable video")
-        return
-    if suffix not in IMAGE_SUFFIXES:
-        _skip(skipped, path, f"unsupported file type '{suffix or path.name}'")
-        return
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        _skip(skipped, path, "not a readable image (corrupt or unsupported)")
-        return
-    yield path.stem, image
+def frames(paths: List[Path], root: Path, skipped: List[str]) -> Iterator[Tuple[str, np.ndarray]]:
+    """(key, BGR image) for each image, and for each frame of each video; unreadable files are skipped."""
+    for path in paths:
+        key = path.relative_to(root).as_posix()
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            capture = cv2.VideoCapture(str(path))
+            index, ok = 0, capture.isOpened()
+            while ok:
+                ok, frame = capture.read()
+                if ok:
+                    yield f"{key}/{index:06d}", frame
+                    index += 1
+            capture.release()
+            if index == 0:
+                _skip(skipped, path, "not a readable video")
+        elif not is_image_file(path):
+            _skip(skipped, path, f"unsupported file type '{path.suffix or path.name}'")
+        else:
+            try:
+                yield key, load_image(path)
+            except SpikedetError as e:
+                _skip(skipped, path, str(e).split(": ", 1)[-1])
 
 
 def _skip(skipped: List[str], path: Path, why: str):
@@ -92,73 +108,88 @@ def _skip(skipped: List[str], path: Path, why: str):
     skipped.append(f"{path}: {why}")
 
 
-def draw(image: np.ndarray, detections: List[Detection], names: dict) -> np.ndarray:
-    """Boxes with class name and score, in ultralytics' palette, drawn with OpenCV (no font files)."""
-    from ultralytics.utils.plotting import colors
+def detections_in(network, source, settings: StreamSettings, skipped: List[str]
+                  ) -> Iterator[Tuple[str, np.ndarray, List[Detection]]]:
+    """(key, BGR image, detections) for every image and video frame of `source`, one at a time; files that
+    cannot be read are skipped and listed in `skipped`."""
+    paths, root = list_sources(source)
+    network = network.to(settings.device)
+    images = {}
 
-    out = image.copy()
-    thickness = max(1, round(sum(image.shape[:2]) / 600))
-    scale = max(0.35, thickness / 3)
-    for d in detections:
-        color = colors(d.label, bgr=True)
-        x0, y0, x1, y1 = (int(round(v)) for v in d.box)
-        cv2.rectangle(out, (x0, y0), (x1, y1), color, thickness, cv2.LINE_AA)
-        text = f"{names.get(d.label, d.label)} {d.score:.2f}"
-        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thickness - 1))
-        top = y0 - h - base - 2 if y0 - h - base - 2 >= 0 else y0
-        cv2.rectangle(out, (x0, top), (x0 + w + 2, top + h + base + 2), color, -1)
-        luminance = 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2]
-        cv2.putText(out, text, (x0 + 1, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0) if luminance > 140 else (255, 255, 255), max(1, thickness - 1), cv2.LINE_AA)
-    return out
+    def remembered(items):  # the stream yields keys; the image is kept for drawing
+        for key, image in items:
+            images[key] = image
+            yield key, image
+
+    for keys, _, outputs in stream(network, remembered(frames(paths, root, skipped)), settings):
+        per_image = next(iter(outputs.values()))
+        for key, dets in zip(keys, per_image):
+            yield key, images.pop(key), dets
 
 
-def yolo_lines(detections: List[Detection], shape) -> str:
-    """ultralytics' txt format: class cx cy w h score, normalized by the image size."""
-    h, w = shape[:2]
-    rows = []
-    for d in detections:
-        x0, y0, x1, y1 = d.box
-        rows.append(f"{d.label} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} "
-                    f"{(y1 - y0) / h:.6f} {d.score:.5f}")
-    return "\n".join(rows) + ("\n" if rows else "")
+def detect(network, source, settings: StreamSettings, project=DEFAULTS["project_detect"],
+           name: str = DEFAULTS["name"], save_txt: bool = False, save_rates: bool = False, progress: bool = True) -> DetectSummary:
+    """Detect objects in `source` (image, folder, glob or video) and write the results to a new folder:
+    annotated images, detections.json, labels/*.txt (save_txt), firing_rates.json (save_rates, SNN)."""
+    list_sources(source)  # a bad source fails before any folder is made
+    summary = DetectSummary(next_run_folder(project, name))
+    try:
+        _write_detections(summary, network, source, settings, save_txt, save_rates and is_snn(network), progress)
+    except BaseException:
+        if not any(summary.output.iterdir()):
+            shutil.rmtree(summary.output, ignore_errors=True)
+        raise
+    return summary
 
 
-def detect(source, weights, timesteps: Optional[int] = None, conf: float = 0.25, iou: float = 0.45,
-           imgsz: Optional[int] = None, device: str = "cpu", project="runs/detect", name: str = "exp",
-           save_txt: bool = False, save_rates: bool = False, resize: Optional[str] = None,
-           progress: bool = True, cfg=None, names=None) -> DetectSummary:
-    """Detect objects in `source` (image, folder, glob or video) and write the results to a new folder."""
+def _write_detections(summary: DetectSummary, network, source, settings: StreamSettings, save_txt: bool,
+                      save_rates: bool, progress: bool):
+    from ultralytics.engine.results import Results
     from ultralytics.utils import TQDM
 
-    network, _ = load_network(weights, cfg, names)
-    network = network.to(device)
-    is_snn = isinstance(network, SpikingNetwork)
-    meta = network.meta if is_snn else {}
-    steps = [timesteps or meta.get("timesteps") or 16] if is_snn else None
-    imgsz = imgsz or meta.get("imgsz") or 416
     names = class_names(network)
-    resize = resize or default_resize(network)
-    paths = list_sources(source)
-    summary = DetectSummary(next_run_folder(project, name))
-    results, rates = [], []
-    for path in TQDM(paths, desc="detecting", disable=not progress):
-        for frame_name, image in frames(path, summary.skipped):
-            batch = preprocess(image, imgsz, resize).unsqueeze(0).to(device)
-            raw = next(iter(run_network(network, batch, steps, statistics=save_rates).values()))
-            dets = postprocess(raw.cpu(), imgsz, [image.shape], resize, conf, iou)[0]
-            _, encoded = cv2.imencode(".jpg", draw(image, dets, names))
-            atomic_write_bytes(summary.output / f"{frame_name}.jpg", encoded.tobytes())
+    rates = []
+    bar = TQDM(desc="detecting", unit="image", disable=not progress)
+    with SpikeMonitor(network) if save_rates else contextlib.nullcontext() as monitor:
+        for key, image, dets in detections_in(network, source, settings, summary.skipped):
+            result = Results(image, path=key, names=names, boxes=_boxes(dets))
+            _write_image(summary.output / (key if is_image_file(Path(key)) else f"{key}.jpg"), result.plot())
             if save_txt:
-                atomic_write_text(summary.output / "labels" / f"{frame_name}.txt", yolo_lines(dets, image.shape))
-            if is_snn and save_rates:
-                rates.append({"image": frame_name, **network.statistics(batch_size=1)})
-            results += [{"image_id": frame_name, "category_id": d.label + 1, "category_name": names[d.label],
-                         "bbox": [float(d.box[0]), float(d.box[1]), float(d.box[2] - d.box[0]),
-                                  float(d.box[3] - d.box[1])], "score": d.score} for d in dets]
+                _save_txt(result, summary.output / "labels" / f"{key}.txt")
+            if monitor is not None:
+                rates.append({"image": key, **monitor.report(max(settings.timesteps), batch_size=1)})
+                monitor.clear()
+            summary.results += [{"image_id": key, "category_id": d.label + 1, "category_name": names[d.label],
+                                 "bbox": [float(d.box[0]), float(d.box[1]), float(d.box[2] - d.box[0]),
+                                          float(d.box[3] - d.box[1])], "score": d.score} for d in dets]
             summary.images += 1
             summary.detections += len(dets)
-    atomic_write_json(summary.output / "detections.json", results)
+            bar.update(1)
+    bar.close()
+    atomic_write_json(summary.output / "detections.json", summary.results)
     if rates:
         atomic_write_json(summary.output / "firing_rates.json", rates)
-    return summary
+
+
+def _write_image(path: Path, image: np.ndarray):
+    """In the input's own format where OpenCV writes it, else as JPEG beside it (name + .jpg)."""
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        path = path.with_name(path.name + ".jpg")
+        _, encoded = cv2.imencode(".jpg", image)
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+def _boxes(dets: List[Detection]) -> torch.Tensor:
+    """ultralytics' Results boxes: (N, 6) x0, y0, x1, y1, score, class."""
+    rows = [[*map(float, d.box), d.score, float(d.label)] for d in dets]
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
+
+
+def _save_txt(result, path: Path):
+    """ultralytics' Results.save_txt lines (class cx cy w h score, normalized), written atomically: it appends
+    to a file, so it writes into a scratch file whose text then goes into place."""
+    with tempfile.TemporaryDirectory() as scratch:
+        lines = Path(scratch) / "labels.txt"
+        result.save_txt(lines, save_conf=True)
+        atomic_write_text(path, lines.read_text() if lines.exists() else "")  # nothing found: an empty file

@@ -1,20 +1,43 @@
-"""Atomic writes: a file appears complete or not at all, so an interrupted run loses nothing already saved."""
+"""Reading and writing files safely: atomic writes with the user's permissions, and loads that cannot run code.
+
+A write goes to a temporary file beside the target, then is renamed over it, so a file appears complete or
+not at all and an interrupted run loses nothing already saved. Every read failure is a one-line error that
+names the file.
+"""
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
+from .errors import fail
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, then rename it over `path` (mode 0666 less the umask,
+    as open() would give; the temporary file is removed on any failure)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise fail(path, "is a directory, expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise fail(path, "cannot be written: a parent of it is a file") from None
+    except PermissionError:
+        raise fail(path, "cannot be written: permission denied") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -32,8 +55,6 @@ def atomic_write_json(path, obj, indent: int = 2) -> Path:
 
 def atomic_torch_save(obj, path) -> Path:
     """torch.save through a temporary file, so a checkpoint is never half-written."""
-    import io
-
     import torch
 
     buf = io.BytesIO()
@@ -42,43 +63,59 @@ def atomic_torch_save(obj, path) -> Path:
 
 
 def load_torch_file(path):
-    """torch.load onto the CPU, with a one-line error for a missing, corrupt or foreign file."""
+    """torch.load(weights_only=True) onto the CPU: tensors, numbers, strings and containers only, so
+    nothing in the file runs. A pickled object (an ultralytics or other PyTorch checkpoint) is refused."""
+    import pickle
+
     import torch
 
-    from .errors import fail
-
     path = Path(path)
+    if path.is_dir():
+        raise fail(path, "is a directory, expected a file")
     if not path.is_file():
         raise fail(path, "file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # not a pickle of objects at all: damaged or another format
+            raise fail(path, "not a readable PyTorch file (UnpicklingError)") from None
+        raise fail(path, "holds pickled Python objects (an ultralytics or other PyTorch checkpoint), which can "
+                         "run code when opened; spikedet reads only its own files of tensors and plain values: "
+                         "train with tools/train.py, or save a state dict from a file you trust") from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise fail(path, f"not a readable PyTorch file ({e.__class__.__name__})") from None
+
+
+def _read_text(path: Path, what: str) -> str:
+    if path.is_dir():
+        raise fail(path, f"is a directory, expected a {what}")
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise fail(path, f"{what} not found") from None
+    except UnicodeDecodeError:
+        raise fail(path, f"not a text file, expected a {what}") from None
 
 
 def read_yaml(path, what: str = "file"):
     """Parsed YAML, with a one-line error naming the file when it is missing or not YAML."""
     import yaml
 
-    from .errors import fail
-
     path = Path(path)
+    text = _read_text(path, what)
     try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise fail(path, f"{what} not found") from None
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise fail(path, f"not valid YAML ({e.__class__.__name__})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise fail(path, f"not valid YAML{where} ({e.__class__.__name__})") from None
 
 
 def read_json(path, what: str = "file"):
     """Parsed JSON, with a one-line error naming the file when it is missing or not JSON."""
-    from .errors import fail
-
     path = Path(path)
+    text = _read_text(path, what)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise fail(path, f"{what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise fail(path, f"not valid JSON ({e})") from None

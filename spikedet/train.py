@@ -2,24 +2,30 @@
 
 `train(...)` resolves the model config with its overrides into one YAML file (the exact network trained,
 kept beside the runs and recorded in every checkpoint), then hands it to a DetectionTrainer subclass that
-(1) builds SpikingYOLO instead of ultralytics' DetectionModel, (2) sets every lambda from activation
+(1) builds DualErrorYOLO instead of ultralytics' DetectionModel, (2) sets every lambda from activation
 percentiles on the first training batches before the first step, and (3) writes checkpoints atomically.
 """
 import hashlib
+import io
+from datetime import datetime
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 import yaml
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import LOGGER
+from ultralytics.cfg import get_cfg
+from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
-from .activation import calibrate_thresholds
 from .darknet import transfer_weights
+from .data.records import class_names_of
+from .defaults import DEFAULTS
 from .errors import SpikedetError, fail
-from .fileio import atomic_write_bytes, atomic_write_text, load_torch_file
-from .model import SpikingYOLO, load_model_config
+from .fileio import atomic_torch_save, atomic_write_bytes, atomic_write_text, load_torch_file, read_yaml
+from .model.activation import calibrate_thresholds
+from .model.checkpoint import ANN_FORMAT, ANN_VERSION, ann_record, build_ann, load_ann
+from .model.yolo import DualErrorYOLO, load_model_config
 from .offline import guard_ultralytics_downloads
 
 guard_ultralytics_downloads()
@@ -27,9 +33,10 @@ guard_ultralytics_downloads()
 CALIBRATION_BATCHES = 8
 
 
-def train(data: Union[str, Path], model: Union[str, Path] = "yolov3-tiny", epochs: int = 100, imgsz: int = 416,
-          batch: int = 16, device: Optional[str] = None, resume: Union[bool, str] = False,
-          project: Union[str, Path] = "runs/train", name: str = "exp", scale: Optional[str] = None,
+def train(data: Optional[Union[str, Path]], model: Union[str, Path] = DEFAULTS["model"],
+          epochs: int = DEFAULTS["epochs"], imgsz: int = DEFAULTS["imgsz"], batch: int = DEFAULTS["batch_train"],
+          device: Optional[str] = None, resume: Union[bool, str] = False,
+          project: Union[str, Path] = DEFAULTS["project_train"], name: str = DEFAULTS["name"], scale: Optional[str] = None,
           pool: Optional[str] = None, dual_error: Optional[dict] = None,
           pretrained: Optional[Union[str, Path]] = None, pretrained_darknet: Optional[Union[str, Path]] = None,
           darknet_cfg: Optional[Union[str, Path]] = None, **ultralytics_args) -> Path:
@@ -42,17 +49,17 @@ def train(data: Union[str, Path], model: Union[str, Path] = "yolov3-tiny", epoch
         `pretrained_darknet`, which is where the trainer reads it.
     ultralytics_args: any other ultralytics train argument (lr0, workers, seed, ...).
     """
-    if not Path(data).is_file():
-        raise fail(data, "dataset YAML not found")
-    args = {"exist_ok": False, **ultralytics_args, "data": str(data), "epochs": epochs, "imgsz": imgsz,
-            "batch": batch, "project": str(Path(project).resolve()), "name": name}
+    if data is not None:
+        check_dataset_yaml(data)
+    elif not resume:
+        raise SpikedetError("training needs a dataset YAML (data=...)")
+    args = {"exist_ok": False, **ultralytics_args, "data": str(data) if data else None, "epochs": epochs,
+            "imgsz": imgsz, "batch": batch, "project": str(Path(project).resolve()), "name": name}
     if device is not None:
         args["device"] = device
     if resume:
         last = Path(resume if isinstance(resume, (str, Path)) else model)
-        if last.suffix != ".pt" or not last.is_file():
-            raise fail(last, "resume needs the last.pt of an interrupted run")
-        load_ann_checkpoint(last)  # fail clearly on a checkpoint of the wrong kind
+        _training_state(last)  # a one-line error for anything but a spikedet last.pt with its training state
         args.update(model=str(last), resume=str(last))
     else:
         config = load_model_config(model, scale=scale, pool=pool, dual_error=dual_error)
@@ -62,6 +69,7 @@ def train(data: Union[str, Path], model: Union[str, Path] = "yolov3-tiny", epoch
             config["pretrained_darknet"] = _darknet_source(pretrained_darknet, darknet_cfg)
         args["model"] = str(_write_resolved_config(config, Path(project)))
         if pretrained:
+            load_ann(pretrained)  # spikedet files only: nothing pickled is ever opened
             args["pretrained"] = str(pretrained)
     trainer = SpikingTrainer(overrides=args)
     trainer.train()
@@ -89,7 +97,9 @@ def _write_resolved_config(config: dict, project: Path) -> Path:
 
 
 class SpikingTrainer(DetectionTrainer):
-    """DetectionTrainer that builds SpikingYOLO, calibrates lambda before training, saves atomically."""
+    """DetectionTrainer that builds DualErrorYOLO, calibrates lambda before training, and reads and writes only
+    spikedet files (atomically): last.pt / best.pt hold the EMA network's record (see model.checkpoint) and
+    the training state as tensors and plain values, so resuming or starting from them runs no pickled code."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -97,7 +107,7 @@ class SpikingTrainer(DetectionTrainer):
         self.add_callback("on_pretrain_routine_end", _calibrate_before_training)
 
     def get_model(self, cfg=None, weights=None, verbose=True):
-        model = SpikingYOLO(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose)
+        model = DualErrorYOLO(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose)
         model = self.set_model_names_for_load(model)
         if weights:
             model.load(weights)
@@ -106,6 +116,67 @@ class SpikingTrainer(DetectionTrainer):
             filled = transfer_weights(source["cfg"], source["weights"], model)
             LOGGER.info(f"spikedet: {filled} conv + batch-norm blocks start from {source['weights']}")
         return model
+
+    def check_resume(self, overrides):
+        """Resume from a spikedet last.pt: the run's own arguments, with the few a resume may change."""
+        self.resume = bool(self.args.resume)
+        if not self.resume:
+            return
+        last = Path(self.args.resume)
+        state = _training_state(last)
+        args = {**state["train_args"], **{k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE}}
+        self.args = get_cfg({**args, "model": str(last), "resume": str(last)})
+
+    def setup_model(self):
+        """The network to train, and on resume the checkpoint in the form ultralytics' resume_training reads."""
+        if isinstance(self.model, torch.nn.Module):
+            return None
+        if self.resume:
+            content = load_torch_file(self.args.resume)
+            weights = build_ann(content, self.args.resume)
+            self.model = self.get_model(cfg=weights.yaml, weights=weights, verbose=RANK in {-1, 0})
+            return {**content["train"], "ema": weights}
+        weights = load_ann(self.args.pretrained) if isinstance(self.args.pretrained, (str, Path)) else None
+        self.model = self.get_model(cfg=self.model, weights=weights, verbose=RANK in {-1, 0})
+        return None
+
+    def save_model(self):
+        """last.pt (and best.pt, epochN.pt) as spikedet ANN files with the training state."""
+        ema = unwrap_model(self.ema.ema)
+        state = {"epoch": self.epoch, "best_fitness": self.best_fitness, "updates": self.ema.updates,
+                 "stopper": {"best_fitness": self.stopper.best_fitness, "best_epoch": self.stopper.best_epoch},
+                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "train_args": _plain(vars(self.args)), "train_metrics": _plain({**self.metrics,
+                                                                                "fitness": self.fitness}),
+                 "date": datetime.now().astimezone().isoformat()}
+        content = {"format": ANN_FORMAT, "version": ANN_VERSION, **ann_record(ema, half=True), "train": state}
+        buffer = io.BytesIO()
+        torch.save(content, buffer)
+        data = buffer.getvalue()
+        self.wdir.mkdir(parents=True, exist_ok=True)
+        self.last.write_bytes(data)
+        if self.best_fitness == self.fitness:
+            self.best.write_bytes(data)
+        if self.save_period > 0 and self.epoch % self.save_period == 0:
+            _AtomicPath(self.wdir / f"epoch{self.epoch}.pt").write_bytes(data)
+        return True
+
+    def final_eval(self):
+        """Drop the optimizer state from the finished run's files, then validate best.pt."""
+        for path in (self.last, self.best):
+            if RANK in {-1, 0} and path.exists():
+                content = load_torch_file(path)
+                content["train"].pop("optimizer", None)
+                atomic_torch_save(content, path)
+        if self.best.exists():
+            LOGGER.info(f"\nValidating {self.best}...")
+            self.validator.args.plots = self.args.plots
+            self.validator.args.compile = False
+            self.metrics = self.validator(model=load_ann(self.best))
+            self.metrics.pop("fitness", None)
+            self.epoch += 1  # log best metrics at step epochs+1, not overwriting last epoch
+            self.run_callbacks("on_fit_epoch_end")
+            self.epoch -= 1
 
 
 class _AtomicPath(type(Path())):
@@ -129,14 +200,43 @@ def _calibrate_before_training(trainer):
     trainer.ema = ModelEMA(trainer.model)  # the EMA copy must start from the calibrated thresholds
 
 
-def load_ann_checkpoint(path: Union[str, Path], ckpt: dict = None) -> SpikingYOLO:
-    """The trained network in a spikedet/ultralytics checkpoint, in float32 eval mode; a clear error otherwise.
+# Arguments a resumed run may change (as ultralytics allows): the rest come from the interrupted run.
+RESUME_MAY_CHANGE = {"imgsz", "batch", "device", "workers", "plots", "patience", "save_period", "cache", "val"}
 
-    ckpt: the file's content when the caller has already read it.
-    """
-    ckpt = load_torch_file(path) if ckpt is None else ckpt
-    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
-    if not isinstance(model, SpikingYOLO):
-        kind = type(model if model is not None else ckpt).__name__
-        raise fail(path, f"not a spikedet ANN checkpoint (it holds a {kind}, expected SpikingYOLO)")
-    return model.float().eval()
+
+def _training_state(last: Path) -> dict:
+    """The training state in a spikedet last.pt (an error for any other file, or a finished run's)."""
+    content = load_torch_file(last)
+    load_ann(last, content)
+    state = content.get("train")
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise fail(last, "has no training state to resume (a finished run's file, or not a last.pt)")
+    return state
+
+
+def _plain(value):
+    """Training arguments and metrics as values a weights_only load accepts (paths and others as text)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return str(value)
+
+
+def check_dataset_yaml(path) -> dict:
+    """An ultralytics dataset YAML checked before training: readable, class names, existing image folders
+    (ultralytics would raise a traceback for each of these)."""
+    cfg = read_yaml(path, "dataset YAML")
+    class_names_of(cfg, path)
+    root = Path(path).parent / (cfg.get("path") or "")
+    for split in ("train", "val"):
+        if not cfg.get(split):
+            raise fail(path, f"no '{split}' split")
+        for entry in cfg[split] if isinstance(cfg[split], list) else [cfg[split]]:
+            if not (root / entry).exists():
+                raise fail(path, f"{split} images not found: {root / entry}")
+    return cfg

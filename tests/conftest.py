@@ -1,10 +1,46 @@
-"""Shared test fixtures."""
+"""Shared test fixtures and helpers (test modules import the helpers from here: `from conftest import ...`)."""
 import socket
+import struct
+from pathlib import Path
 
 import pytest
+import torch
 
 from spikedet.cli import main
+from spikedet.darknet import ConvBlock
 from spikedet.data.shapes import make_shapes_dataset
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_real_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no staged real data in shared/data")
+
+
+def write_weights(model, path, seen=0):
+    """A darknet .weights file holding the model's parameters, in darknet's order."""
+    values = []
+    for b in model.model:
+        if isinstance(b, ConvBlock):
+            bn = b.bn
+            first = [bn.bias, bn.weight, bn.running_mean, bn.running_var] if bn is not None else [b.conv.bias]
+            values += [t.detach().flatten() for t in first + [b.conv.weight]]
+    path.write_bytes(struct.pack("<3iq", 0, 2, 0, seen) + torch.cat(values).numpy().astype("<f4").tobytes())
+    return path
+
+
+def randomize(model, seed=0):
+    """Random weights with batch-norm statistics a trained network could have, and output logits of +-3."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for b in model.model:
+            if isinstance(b, ConvBlock):
+                w = b.conv.weight
+                w.copy_(torch.randn(w.shape, generator=g) * w[0].numel() ** -0.5)
+                if b.bn is None:
+                    b.conv.bias.copy_(torch.rand(b.conv.bias.shape, generator=g) * 6 - 3)
+                else:
+                    for t, (low, high) in zip((b.bn.bias, b.bn.weight, b.bn.running_mean, b.bn.running_var),
+                                              ((-.1, .1), (.5, 1.5), (-.1, .1), (.5, 2))):
+                        t.copy_(torch.rand(t.shape, generator=g) * (high - low) + low)
+    return model
 
 
 @pytest.fixture

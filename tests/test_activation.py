@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from spikedet.activation import (DualErrorReLU, DualErrorSettings, calibrate_thresholds, dual_error,
-                                 percentile)
+from spikedet.model.activation import DualErrorReLU, DualErrorSettings, calibrate_thresholds, dual_error
+from spikedet.model.calibration import PercentileObserver, percentile
 
 
 def if_neuron_spike_count(x, lam, steps):
@@ -104,7 +104,23 @@ def test_calibration_sets_lambda_to_percentile():
     with calibrate_thresholds(torch.nn.Sequential(m)):
         m(x)
     assert m.lam.tolist() == [3.0, 7.0]
-    assert not m.calibrating
+    assert m.observer is None
+
+
+def test_observer_averages_batches_but_keeps_the_maximum_at_p100():
+    """One observer serves the activation and the converter: a batch's percentile is averaged over batches,
+    except at p100, where the largest value seen is the answer."""
+    batches = [torch.full((2, 1, 4, 4), 2.0), torch.full((2, 1, 4, 4), 6.0)]
+    for q, expected in ((100.0, 6.0), (50.0, 4.0)):
+        observer = PercentileObserver(q)
+        for b in batches:
+            observer.update(b)
+        assert observer.scale("channel").tolist() == [expected] and observer.scale("layer").tolist() == [expected]
+    m = DualErrorReLU(1, DualErrorSettings(init_percentile=100.0))
+    with calibrate_thresholds(torch.nn.Sequential(m)):
+        for b in batches:
+            m(b)
+    assert m.lam.tolist() == [6.0]
 
 
 def test_percentile_matches_torch_quantile():

@@ -14,14 +14,15 @@ import torch
 from torch import nn
 
 from spikedet.darknet import (DARKNET_TO_COCO_NAMES, ConvBlock, DarknetHead, DarknetModel, HeadLevel,
-                              Shortcut, _maxpool, load_darknet, load_weights, parse_cfg, read_names)
+                              load_darknet, load_weights, parse_cfg, read_names)
+from spikedet.darknet.model import Shortcut, _maxpool
 from spikedet.data.records import VOC_CLASSES
 from spikedet.errors import SpikedetError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA, needs_real_data, randomize, write_weights
+
 WEIGHTS = SHARED_DATA / "weights"
 COCO_GT = SHARED_DATA / "coco" / "annotations" / "instances_val2017.json"
-needs_real_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no staged real data in shared/data")
 
 NET = "[net]\nwidth=64\nheight=64\nchannels=3\n"  # 4 lines: the next section starts on line 5
 
@@ -55,35 +56,6 @@ def write(tmp_path, text, name="net.cfg"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def write_weights(model, path, seen=0):
-    """A darknet .weights file holding the model's parameters, in darknet's order."""
-    values = []
-    for b in model.model:
-        if isinstance(b, ConvBlock):
-            bn = b.bn
-            first = [bn.bias, bn.weight, bn.running_mean, bn.running_var] if bn is not None else [b.conv.bias]
-            values += [t.detach().flatten() for t in first + [b.conv.weight]]
-    path.write_bytes(struct.pack("<3iq", 0, 2, 0, seen) + torch.cat(values).numpy().astype("<f4").tobytes())
-    return path
-
-
-def randomize(model, seed=0):
-    """Random weights with batch-norm statistics a trained network could have, and output logits of +-3."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for b in model.model:
-            if isinstance(b, ConvBlock):
-                w = b.conv.weight
-                w.copy_(torch.randn(w.shape, generator=g) * w[0].numel() ** -0.5)
-                if b.bn is None:
-                    b.conv.bias.copy_(torch.rand(b.conv.bias.shape, generator=g) * 6 - 3)
-                else:
-                    for t, (low, high) in zip((b.bn.bias, b.bn.weight, b.bn.running_mean, b.bn.running_var),
-                                              ((-.1, .1), (.5, 1.5), (-.1, .1), (.5, 2))):
-                        t.copy_(torch.rand(t.shape, generator=g) * (high - low) + low)
-    return model
 
 
 # ------------------------------------------------------------------ parser and builder, no real data needed
@@ -423,7 +395,7 @@ def test_random_weights_agree_with_opencv(tmp_path, name):
 
 @needs_real_data
 def test_dog_detections_as_darknet_finds_them(yolov3_tiny):
-    from spikedet.predict import load_image, postprocess, preprocess
+    from spikedet.inference import load_image, postprocess, preprocess
 
     image = load_image(WEIGHTS / "dog.jpg")
     with torch.no_grad():
@@ -441,12 +413,13 @@ def test_dog_detections_as_darknet_finds_them(yolov3_tiny):
 def test_coco_ap_matches_the_opencv_pipeline(yolov3_tiny):
     """PROVENANCE section 2: OpenCV, 416 px stretch, conf 0.001, per-class NMS 0.45: AP 0.120, AP50 0.248.
     channels-last weights only make the CPU convolutions faster."""
-    from spikedet.validate import evaluate_network
+    from spikedet.inference import StreamSettings
+    from spikedet.validate import GroundTruth, evaluate_network
 
     model = copy.deepcopy(yolov3_tiny).to(memory_format=torch.channels_last)
     start = time.perf_counter()
-    metrics = evaluate_network(model, 416, gt_coco=COCO_GT, resize="stretch", conf=0.001, iou=0.45,
-                               progress=False)["ann"]["coco"]
+    settings = StreamSettings(imgsz=416, resize="stretch", conf=0.001, iou=0.45)
+    metrics = evaluate_network(model, GroundTruth.read(gt_coco=COCO_GT), settings, progress=False)["ann"]["coco"]
     print(f"yolov3-tiny on {COCO_GT.name}: AP {metrics['AP']:.4f}, AP50 {metrics['AP50']:.4f} "
           f"in {time.perf_counter() - start:.1f} s")
     assert abs(metrics["AP50"] - 0.248) < 0.005 and abs(metrics["AP"] - 0.120) < 0.005

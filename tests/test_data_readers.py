@@ -10,10 +10,10 @@ import pytest
 from spikedet.data import coco_to_yolo, read_coco, read_voc, read_yolo, voc_to_yolo
 from spikedet.errors import SpikedetError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA, needs_real_data  # noqa: E402
+
 REAL_VOC = SHARED_DATA / "voc" / "VOCdevkit" / "VOC2007"
 REAL_COCO = SHARED_DATA / "coco"
-needs_real_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no staged real data in shared/data")
 
 CLASSES = ("cat", "dog")
 

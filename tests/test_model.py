@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from spikedet import SpikedetError
-from spikedet.activation import DualErrorReLU
-from spikedet.model import CONFIG_DIR, SpikingYOLO, load_model_config
+from spikedet.model.activation import DualErrorReLU
+from spikedet.model import CONFIG_DIR, DualErrorYOLO, load_model_config
 
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -13,7 +13,7 @@ CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 @pytest.mark.parametrize("pool", ["max", "avg", "conv"])
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_builds_forward_backward(cfg, pool):
-    model = SpikingYOLO(cfg, nc=3, scale="n", pool=pool)
+    model = DualErrorYOLO(cfg, nc=3, scale="n", pool=pool)
     model.train()
     out = model(torch.rand(2, 3, 64, 64))
     (out["boxes"].pow(2).mean() + out["scores"].pow(2).mean()).backward()
@@ -28,25 +28,25 @@ def test_builds_forward_backward(cfg, pool):
 
 
 def test_each_layer_has_its_own_activation_with_its_channels():
-    model = SpikingYOLO("yolov3-tiny", nc=3, scale="n", dual_error={"granularity": "channel"})
+    model = DualErrorYOLO("yolov3-tiny", nc=3, scale="n", dual_error={"granularity": "channel"})
     convs = [m for m in model.modules() if hasattr(m, "act") and isinstance(m.act, DualErrorReLU)]
     assert len({id(m.act) for m in convs}) == len(convs)
     assert all(m.act.lam.numel() == m.conv.out_channels for m in convs)
 
 
 def test_overrides_are_recorded_in_the_model_config():
-    model = SpikingYOLO("yolov2-tiny", nc=5, scale="n", pool="avg", dual_error={"levels": 4, "clip": False})
+    model = DualErrorYOLO("yolov2-tiny", nc=5, scale="n", pool="avg", dual_error={"levels": 4, "clip": False})
     assert model.yaml["pool"] == "avg"
     assert model.yaml["dual_error"]["levels"] == 4 and model.yaml["dual_error"]["clip"] is False
     assert model.settings.levels == 4
-    rebuilt = SpikingYOLO(model.yaml, nc=5)  # a checkpoint's yaml alone rebuilds the same network
+    rebuilt = DualErrorYOLO(model.yaml, nc=5)  # a checkpoint's yaml alone rebuilds the same network
     rebuilt.load_state_dict(model.state_dict())
     x = torch.rand(1, 3, 64, 64)
     assert torch.equal(rebuilt.eval()(x)[0], model.eval()(x)[0])
 
 
 def test_plain_relu_baseline_is_a_config_change():
-    model = SpikingYOLO("yolov3-tiny", nc=3, scale="n", dual_error={"clip": False, "quantize": False})
+    model = DualErrorYOLO("yolov3-tiny", nc=3, scale="n", dual_error={"clip": False, "quantize": False})
     x = torch.randn(1, 8, 4, 4) * 5
     act = model.model[0].act
     assert torch.equal(act(x), torch.relu(x))

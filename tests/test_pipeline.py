@@ -1,71 +1,94 @@
-"""train -> convert -> eval through the CLI, on a tiny embedded dataset."""
+"""train -> convert -> eval through the CLI and the Python API, on a tiny embedded dataset."""
 import json
 
+import pytest
+
+from spikedet import SpikingYOLO
 from spikedet.cli import main
-from spikedet.data.coco import read_coco
-from spikedet.predict import load_network
-from spikedet.validate import detect_records
+from spikedet.eval import evaluate_voc
+from spikedet.fileio import read_json
 
 
 def test_snn_at_t_equals_l_scores_exactly_as_its_ann(trained):
     data, weights, root = trained
     snn = root / "net.snn.pt"
     assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64"]) == 0
-    out = root / "sweep.json"
-    plot = root / "sweep.png"
+    out, plot = root / "sweep.json", root / "sweep.png"
     assert main(["eval", "--weights", str(snn), "--gt-coco", str(data["coco"]["test"]), "--timesteps", "2", "4",
                  "--conf", "0.0", "--json", str(out), "--plot", str(plot)]) == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"ann", "snn", "seconds_per_image"} and set(results["snn"]) == {"2", "4"}
-    assert set(results["seconds_per_image"]) == {"ann", "snn"}
-    assert results["snn"]["4"] == results["ann"]
+    assert results["snn"]["4"] == results["ann"]  # burst neurons at T = L compute the dual-error ANN exactly
     assert plot.stat().st_size > 1000
 
     # The same holds detection by detection (a one-epoch network scores ~0, so compare the detections).
-    network, ann = load_network(snn)
-    records, _ = read_coco(data["coco"]["test"])
-    ann_dets = detect_records(ann, records, 64, conf=0.0, progress=False)[None]
-    snn_dets = detect_records(network, records, 64, timesteps=[4], conf=0.0, progress=False)[4]
-    assert sum(map(len, ann_dets)) > 0
-    for a_image, s_image in zip(ann_dets, snn_dets):
-        assert [d.label for d in a_image] == [d.label for d in s_image]
-        assert all(abs(a.score - s.score) < 1e-4 and abs(a.box - s.box).max() < 1e-3
-                   for a, s in zip(a_image, s_image))
+    model = SpikingYOLO(snn)
+    image = next(iter(sorted((data["voc"] / "JPEGImages").glob("*.jpg"))))
+    ann_dets = SpikingYOLO(weights).predict(image, imgsz=64, conf=0.0, iou=0.7)[0][1]
+    snn_dets = model.predict(image, timesteps=4, conf=0.0, iou=0.7)[0][1]
+    assert len(ann_dets) > 0 and [d.label for d in ann_dets] == [d.label for d in snn_dets]
+    assert all(abs(a.score - s.score) < 1e-4 and abs(a.box - s.box).max() < 1e-3
+               for a, s in zip(ann_dets, snn_dets))
 
 
-def test_snn_scores_on_the_voc_layout_too(trained):
+def test_voc_scores_of_a_network_equal_the_devkit_on_its_own_detections(trained, tmp_path):
+    """eval --gt-voc on a network == evaluate_voc on the detections it writes (labels mapped by name, boxes
+    moved to the devkit's 1-based pixels): the path from network to VOC AP adds nothing of its own."""
     data, weights, root = trained
     snn = root / "net-binary.snn.pt"
     assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64",
                  "--spikes", "binary"]) == 0
-    out = root / "voc.json"
-    assert main(["eval", "--weights", str(snn), "--gt-voc", str(data["voc"]), "--split", "test",
-                 "--data", str(data["yolo"]), "--timesteps", "8", "--json", str(out)]) == 0
+    model = SpikingYOLO(snn)
+    scored = model.val(gt_voc=data["voc"], split="test", data=data["yolo"], timesteps=[8], progress=False)
+    from spikedet.validate import GroundTruth, detect_records
+
+    truth = GroundTruth.read(gt_voc=data["voc"], split="test", voc_class_names=("circle", "square", "triangle"))
+    dets = detect_records(model.network, truth, model.stream_settings([8]), progress=False)[8]
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(truth.results(dets, truth.label_map(model.names))))
+    direct = evaluate_voc(data["voc"], "test", path, ("circle", "square", "triangle"))
+    assert scored["snn"][8]["voc07"] == direct["voc07"] and scored["snn"][8]["voc10"] == direct["voc10"]
+
+
+def test_ann_checkpoint_scores_alone(trained, capsys, tmp_path):
+    data, weights, _ = trained
+    out = tmp_path / "ann.json"
+    assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",
+                 "--json", str(out)]) == 0
     results = json.loads(out.read_text())
-    for metrics in (results["ann"], results["snn"]["8"]):
-        assert set(metrics) == {"voc07", "voc10"}
-        assert set(metrics["voc07"]["per_class"]) == {"circle", "square", "triangle"}
+    assert "snn" not in results and results["seconds_per_image"]["ann"] > 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ANN"))
+    assert row.split()[1] == f"{results['ann']['coco']['AP50']:.3f}"
 
 
-def test_ann_checkpoint_scores_alone(trained, capsys):
+def test_max_images_scores_as_the_ground_truth_cut_to_those_images(trained, tmp_path):
     data, weights, _ = trained
-    assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64"]) == 0
-    assert "ANN" in capsys.readouterr().out
+    model = SpikingYOLO(weights)
+    cut = model.val(gt_coco=data["coco"]["test"], max_images=2, imgsz=64, conf=0.0, progress=False)
+    gt = read_json(data["coco"]["test"])
+    first = sorted(image["id"] for image in gt["images"])[:2]
+    small = {**gt, "images": [i for i in gt["images"] if i["id"] in first],
+             "annotations": [a for a in gt["annotations"] if a["image_id"] in first]}
+    (tmp_path / "images").symlink_to(data["coco"]["test"].parent.parent / "test")
+    small_path = tmp_path / "annotations" / "instances_test.json"
+    small_path.parent.mkdir()
+    small_path.write_text(json.dumps(small))
+    whole = model.val(gt_coco=small_path, images=tmp_path / "images", imgsz=64, conf=0.0, progress=False)
+    assert cut["ann"]["coco"] == pytest.approx(whole["ann"]["coco"], abs=1e-9)
 
 
-def test_max_images_runs_and_scores_only_the_first_images(trained, monkeypatch):
-    import spikedet.validate as validate
-
-    data, weights, _ = trained
-    network, _ = load_network(weights)
-    seen = {}
-    real_detect, real_coco = validate.detect_records, validate.evaluate_coco
-    monkeypatch.setattr(validate, "detect_records", lambda net, records, *a, **k: seen.setdefault(
-        "run", [r.image_id for r in records]) and real_detect(net, records, *a, **k))
-    monkeypatch.setattr(validate, "evaluate_coco", lambda gt, results, image_ids=None: seen.setdefault(
-        "scored", image_ids) and real_coco(gt, results, image_ids=image_ids))
-    records, _ = read_coco(data["coco"]["test"])
-    first = sorted(r.image_id for r in records)[:2]
-    scored = validate.evaluate_network(network, 64, gt_coco=data["coco"]["test"], max_images=2, progress=False)
-    assert seen == {"run": first, "scored": first}
-    assert set(scored) == {"ann", "seconds_per_image"} and scored["seconds_per_image"]["ann"] > 0
+def test_readme_python_api_example(trained, tmp_path):
+    """The README's Python API example, as written there (paths swapped for the tiny dataset)."""
+    data, _, _ = trained
+    readme = (__import__("pathlib").Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    example = (example.replace("data/shapes/yolo/shapes.yaml", str(data["yolo"]))
+               .replace("data/shapes/coco/annotations/instances_test.json", str(data["coco"]["test"]))
+               .replace("data/shapes/coco/test", str(data["coco"]["test"].parent.parent / "test"))
+               .replace("epochs=50", "epochs=1").replace("imgsz=192", "imgsz=64")
+               .replace('project="runs/train"', f'project="{tmp_path}"')
+               .replace('"shapes.snn.pt"', f'"{tmp_path / "shapes.snn.pt"}"')
+               .replace('project="runs/detect"', f'project="{tmp_path / "detect"}"'))
+    scope = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    assert scope["scores"]["snn"][16] is not None and (tmp_path / "shapes.snn.pt").is_file()
+    assert scope["detections"] and all(isinstance(key, str) for key, _ in scope["detections"])

@@ -5,10 +5,13 @@ import torch
 from spikedet import SpikedetError
 from spikedet.cli import main
 from spikedet.darknet import ConvBlock, DarknetModel, transfer_weights
-from spikedet.model import SpikingYOLO
-from spikedet.train import load_ann_checkpoint, train
+from spikedet.model import DualErrorYOLO
+from spikedet.model.checkpoint import load_ann
+from spikedet.train import train
 
-from test_darknet import WEIGHTS, needs_real_data, randomize, write_weights  # noqa: E402 (shared helpers)
+from conftest import SHARED_DATA, needs_real_data, randomize, write_weights  # noqa: E402
+
+WEIGHTS = SHARED_DATA / "weights"
 
 
 def conv_blocks(model):
@@ -39,7 +42,7 @@ def yolov3_tiny_cfg(widths, nc):
 @pytest.fixture
 def darknet_files(tmp_path):
     """A darknet yolov3-tiny at the widths of spikedet's yolov3-tiny at scale n, with random weights."""
-    widths = [m.conv.out_channels for m in conv_blocks(SpikingYOLO("yolov3-tiny", nc=3, scale="n"))]
+    widths = [m.conv.out_channels for m in conv_blocks(DualErrorYOLO("yolov3-tiny", nc=3, scale="n"))]
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(yolov3_tiny_cfg(widths, 3))
     darknet = randomize(DarknetModel(cfg))
@@ -59,7 +62,7 @@ def assert_filled_from(model, darknet, count):
 
 def test_backbone_and_neck_fill_in_order(darknet_files):
     cfg, weights, darknet = darknet_files
-    model = SpikingYOLO("yolov3-tiny", nc=3, scale="n")
+    model = DualErrorYOLO("yolov3-tiny", nc=3, scale="n")
     head_before = [p.clone() for p in model.model[-1].parameters()]
     assert transfer_weights(cfg, weights, model) == 11
     assert_filled_from(model, darknet, 11)
@@ -69,10 +72,10 @@ def test_backbone_and_neck_fill_in_order(darknet_files):
 def test_filling_stops_at_the_first_layer_that_differs(darknet_files):
     cfg, weights, _ = darknet_files
     # width s: the first block (8 filters at both widths) fits, the second (16 vs 8) does not
-    assert transfer_weights(cfg, weights, SpikingYOLO("yolov3-tiny", nc=3, scale="s")) == 1
+    assert transfer_weights(cfg, weights, DualErrorYOLO("yolov3-tiny", nc=3, scale="s")) == 1
     with pytest.raises(SpikedetError, match=r"tiny.weights: no layer fits the model \(its first convolution is "
                                             r"\(8, 3, 3, 3\), the model's \(16, 3, 3, 3\)\)"):
-        transfer_weights(cfg, weights, SpikingYOLO("yolov3-tiny", nc=3, scale="m"))
+        transfer_weights(cfg, weights, DualErrorYOLO("yolov3-tiny", nc=3, scale="m"))
 
 
 def test_training_starts_from_the_darknet_weights(darknet_files, trained, tmp_path, no_network):
@@ -84,7 +87,7 @@ def test_training_starts_from_the_darknet_weights(darknet_files, trained, tmp_pa
                  "--pretrained-darknet", str(weights), "--darknet-cfg", str(cfg),
                  "optimizer=SGD", "lr0=0", "warmup_epochs=0"]) == 0  # ultralytics arguments as key=value
     best = tmp_path / "dn" / "weights" / "best.pt"
-    model = load_ann_checkpoint(best)
+    model = load_ann(best)
     assert model.yaml["pretrained_darknet"] == {"weights": str(weights.resolve()), "cfg": str(cfg.resolve())}
     for src, dst in zip([m for m in darknet.model if isinstance(m, ConvBlock) and m.bn is not None],
                         conv_blocks(model)):
@@ -103,6 +106,6 @@ def test_missing_darknet_files_fail_before_training(trained, tmp_path):
 def test_the_real_yolov3_tiny_fills_spikedets_yolov3_tiny():
     from spikedet.darknet import load_darknet
 
-    model = SpikingYOLO("yolov3-tiny", nc=80, scale="m")
+    model = DualErrorYOLO("yolov3-tiny", nc=80, scale="m")
     assert transfer_weights(WEIGHTS / "yolov3-tiny.cfg", WEIGHTS / "yolov3-tiny.weights", model) == 11
     assert_filled_from(model, load_darknet(WEIGHTS / "yolov3-tiny.cfg", WEIGHTS / "yolov3-tiny.weights"), 11)

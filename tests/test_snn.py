@@ -4,17 +4,19 @@ import torch
 from torch import nn
 
 from spikedet import SpikedetError
-from spikedet.activation import calibrate_thresholds
-from spikedet.convert import convert, fold_batchnorm
-from spikedet.engine import load_snn
-from spikedet.model import SpikingYOLO
+from spikedet.model.activation import calibrate_thresholds
+from spikedet.snn.convert import convert
+from spikedet.snn.normalize import fold_batchnorm
+from spikedet.snn.files import load_snn, save_snn
+from spikedet.snn.statistics import SpikeMonitor
+from spikedet.model import DualErrorYOLO
 from spikedet.snn import IFNeuron, SpikeMaxPool, Static
 
 
 def random_network(seed=0, **dual_error):
     """A small Tiny-YOLO with random batch-norm statistics (so activity is varied), calibrated lambdas."""
     torch.manual_seed(seed)
-    model = SpikingYOLO("yolov3-tiny", nc=3, scale="n", dual_error=dual_error)
+    model = DualErrorYOLO("yolov3-tiny", nc=3, scale="n", dual_error=dual_error)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -113,7 +115,7 @@ def test_fold_batchnorm_matches_conv_bn():
 
 def test_relu_network_converges_as_one_over_t():
     model, images, ann = random_network(clip=False, quantize=False)
-    snn = convert(model, calibration_images=images, percentile_q=100)
+    snn = convert(model, calibration_images=images, percentile=100)
     out = snn.simulate(images, [16, 64, 256, 1024])
     errors = [box_error(out[t], ann)[0] for t in (16, 64, 256, 1024)]
     assert errors[0] > errors[1] > errors[2] > errors[3]
@@ -123,7 +125,7 @@ def test_relu_network_converges_as_one_over_t():
 @pytest.mark.parametrize("normalization", ["channel", "layer"])
 def test_both_normalizations_preserve_the_function(normalization):
     model, images, ann = random_network(clip=False, quantize=False)
-    snn = convert(model, calibration_images=images, normalization=normalization, percentile_q=100)
+    snn = convert(model, calibration_images=images, normalization=normalization, percentile=100)
     box_err, cls_err = box_error(snn.simulate(images, [1024])[1024], ann)
     assert box_err < 0.05 and cls_err < 1e-3  # boxes within 0.05 px on a 64 px image
 
@@ -148,16 +150,17 @@ def test_dual_error_network_matches_its_ann_at_t_equals_l():
     assert binary[0] < 0.15 and binary[1] < 1e-3  # stated tolerance: 0.15 px mean box error on 64 px
 
     relu_twin, _, relu_ann = random_network(clip=False, quantize=False)
-    relu_snn = convert(relu_twin, calibration_images=images, percentile_q=100, spikes="binary")
+    relu_snn = convert(relu_twin, calibration_images=images, percentile=100, spikes="binary")
     assert box_error(relu_snn.simulate(images, [levels])[levels], relu_ann)[0] > binary[0]
 
 
-def test_any_time_readouts_equal_separate_runs():
+@pytest.mark.parametrize("method", ["steps", "closed-form"])
+def test_any_time_readouts_equal_separate_runs(method):
     model, images, _ = random_network(levels=8)
     snn = convert(model)
-    sweep = snn.simulate(images, [5, 8, 16, 37], chunk=6)
+    sweep = snn.simulate(images, [5, 8, 16, 37], chunk=6, method=method)
     for t in (5, 8, 16, 37):
-        alone = snn.simulate(images, [t], chunk=16)[t]
+        alone = snn.simulate(images, [t], chunk=16, method=method)[t]
         assert torch.allclose(sweep[t], alone, atol=1e-5)
 
 
@@ -178,8 +181,9 @@ def test_spike_max_pool_count_is_the_max_count_after_every_step():
 def test_statistics_report_rates_sops_and_energy():
     model, images, _ = random_network(levels=8)
     snn = convert(model)
-    snn.simulate(images, [16], statistics=True)
-    stats = snn.statistics(batch_size=len(images))
+    with SpikeMonitor(snn) as monitor:
+        snn.simulate(images, [16])
+    stats = monitor.report(16, batch_size=len(images))
     assert stats["timesteps"] == 16 and stats["energy_constants_pj"] == {
         "E_MAC": 4.6, "E_AC": 0.9, "source": "Horowitz 2014, 45 nm, 32-bit float"}
     rates = [r["firing_rate"] for r in stats["layers"] if "firing_rate" in r]
@@ -194,7 +198,7 @@ def test_statistics_report_rates_sops_and_energy():
 def test_saved_network_reloads_and_wrong_files_fail(tmp_path):
     model, images, _ = random_network(levels=8)
     snn = convert(model)
-    path = snn.save(tmp_path / "net.snn.pt", ann=model)
+    path = save_snn(snn, model, tmp_path / "net.snn.pt")
     again, ann = load_snn(path)
     assert torch.equal(ann(images)[0], model(images)[0])
     assert torch.equal(again.simulate(images, [8])[8], snn.simulate(images, [8])[8])
@@ -263,7 +267,7 @@ def test_darknet_leaky_network_converges_with_signed_neurons(tmp_path):
     model, images = _tiny_darknet(tmp_path)
     with torch.no_grad():
         ann = model(images)[0]
-    snn = convert(model, calibration_images=images, percentile_q=100, spikes="binary")
+    snn = convert(model, calibration_images=images, percentile=100, spikes="binary")
     neurons = [m for m in snn.modules() if isinstance(m, IFNeuron)]
     assert neurons and all(n.negative_slope == pytest.approx(0.1) and n.spikes == "binary" for n in neurons)
     out = snn.simulate(images, [32, 512])
@@ -290,14 +294,14 @@ def test_burst_leaky_neurons_converge_faster_than_spiking_yolos(tmp_path):
     model, images = _tiny_darknet(tmp_path)
     with torch.no_grad():
         ann = model(images)[0]
-    binary = convert(model, calibration_images=images, percentile_q=100, spikes="binary").simulate(images, [8, 32])
-    burst = convert(model, calibration_images=images, percentile_q=100, spikes="burst").simulate(images, [8, 32, 256])
+    binary = convert(model, calibration_images=images, percentile=100, spikes="binary").simulate(images, [8, 32])
+    burst = convert(model, calibration_images=images, percentile=100, spikes="burst").simulate(images, [8, 32, 256])
     assert all(box_error(burst[t], ann)[0] < 0.9 * box_error(binary[t], ann)[0] for t in (8, 32))
     assert box_error(burst[256], ann)[0] < box_error(burst[32], ann)[0]
 
 
 def test_leaky_replaced_by_relu_copies_the_relu_network(tmp_path):
-    from spikedet.convert import leaky_to_relu
+    from spikedet.snn.convert import leaky_to_relu
 
     model, images = _tiny_darknet(tmp_path)
     relu_model = leaky_to_relu(model)
@@ -305,7 +309,7 @@ def test_leaky_replaced_by_relu_copies_the_relu_network(tmp_path):
     assert not any(isinstance(m, nn.LeakyReLU) for m in relu_model.modules())
     with torch.no_grad():
         leaky_out, relu_out = model(images)[0], relu_model(images)[0]
-    snn = convert(model, calibration_images=images, percentile_q=100, leaky="relu")
+    snn = convert(model, calibration_images=images, percentile=100, leaky="relu")
     assert all(n.negative_slope is None for n in snn.modules() if isinstance(n, IFNeuron))
     out = snn.simulate(images, [512])[512]
     assert box_error(out, relu_out)[0] < box_error(out, leaky_out)[0]

@@ -1,4 +1,5 @@
 """COCO instances JSON: read it into ImageRecords, and convert it to the ultralytics layout for training."""
+import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -35,6 +36,7 @@ def read_coco(instances_json, images_dir=None,
         for ann in data["annotations"]:
             if ann["image_id"] not in objects or ann["category_id"] not in label_of:
                 raise fail(instances_json, f"annotation {ann.get('id')} names an unknown image or category")
+            check_coco_box(instances_json, ann)
             x, y, w, h = ann["bbox"]
             boxes, labels, difficult = objects[ann["image_id"]]
             boxes.append([x, y, x + w, y + h])
@@ -59,3 +61,14 @@ def coco_to_yolo(instances_json, images_dir, out_dir, split_name: str,
     """
     records, class_names = read_coco(instances_json, images_dir, class_names)
     return _write_yolo_split(records, class_names, out_dir, split_name, yaml_name, source=instances_json)
+
+
+def check_coco_box(path, ann) -> None:
+    """A ground-truth annotation's bbox: [x, y, w, h], finite, w and h positive."""
+    box = ann.get("bbox") if isinstance(ann, dict) else None
+    if (not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
+        raise fail(path, f"annotation {ann.get('id') if isinstance(ann, dict) else ann!r}: bbox must be 4 finite "
+                         f"numbers [x, y, w, h], got {box!r}")
+    if box[2] <= 0 or box[3] <= 0:
+        raise fail(path, f"annotation {ann.get('id')}: bbox {box} has a non-positive width or height")

@@ -12,14 +12,13 @@ from typing import List, Sequence
 import numpy as np
 import yaml
 from PIL import Image
+from ultralytics.data.utils import IMG_FORMATS, exif_size, img2label_paths
 
 from ..errors import fail
 from ..fileio import atomic_write_text, read_yaml
 from .records import ImageRecord, class_names_of
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def read_yolo(dataset_yaml, split: str) -> List[ImageRecord]:
@@ -37,7 +36,7 @@ def read_yolo(dataset_yaml, split: str) -> List[ImageRecord]:
     entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
     records = []
     for image_path in (p for entry in entries for p in _list_images(root / entry)):
-        label_path = _label_path(image_path)
+        label_path = Path(img2label_paths([str(image_path)])[0])
         width, height = _image_size(image_path)
         classes, boxes = _read_label_file(label_path, len(class_names)) if label_path.exists() else ([], [])
         boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4) * [width, height, width, height]
@@ -49,33 +48,21 @@ def read_yolo(dataset_yaml, split: str) -> List[ImageRecord]:
 
 def _list_images(entry: Path) -> List[Path]:
     if entry.is_dir():
-        return sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in entry.iterdir() if p.suffix[1:].lower() in IMG_FORMATS)
     if entry.suffix == ".txt" and entry.is_file():
         lines = [line.strip() for line in entry.read_text().splitlines() if line.strip()]
         return [entry.parent / line for line in lines]  # relative lines are relative to the list file
     raise fail(entry, "image folder or list not found")
 
 
-def _label_path(image_path: Path) -> Path:
-    """ultralytics' rule: the last `images` folder in the path becomes `labels`, the suffix `.txt`."""
-    parts = list(image_path.parts)
-    if "images" not in parts[:-1]:
-        return image_path.with_suffix(".txt")
-    last_images = len(parts) - 2 - parts[-2::-1].index("images")
-    parts[last_images] = "labels"
-    return Path(*parts).with_suffix(".txt")
-
-
 def _image_size(image_path: Path):
-    """(width, height) from the file header, after EXIF rotation, as cv2.imread and ultralytics see it."""
+    """(width, height) from the file header, after EXIF rotation (ultralytics' exif_size), as cv2.imread
+    sees the image."""
     try:
         with Image.open(image_path) as im:
-            width, height = im.size
-            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # orientation tag: rotated by 90 degrees
-                width, height = height, width
+            return exif_size(im)
     except (OSError, SyntaxError) as e:
         raise fail(image_path, f"cannot read image ({e.__class__.__name__})") from None
-    return width, height
 
 
 def _read_label_file(label_path: Path, num_classes: int):

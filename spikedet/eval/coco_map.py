@@ -7,6 +7,7 @@ from typing import Dict, Optional, Sequence
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..data.coco import check_coco_box
 from ..errors import fail
 from ..fileio import read_json
 from .detections import load_detections
@@ -15,10 +16,11 @@ from .detections import load_detections
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def evaluate_coco(gt_json_path, detections, verbose: bool = False,
+def evaluate_coco(ground_truth, detections, verbose: bool = False,
                   image_ids: Optional[Sequence[int]] = None) -> Dict[str, Optional[float]]:
     """The 12 COCOeval bbox numbers as fractions, keyed by COCO_METRICS.
 
+    ground_truth: an instances JSON path, or a COCO object from load_coco_gt (read once for a sweep).
     image_ids: score only these images (pycocotools' params.imgIds), e.g. a subset that was run.
     A metric whose area range holds no ground truth (pycocotools' -1) is None. `detections` is a
     detections-file path or an already-loaded list; an empty list scores 0 wherever there is ground truth.
@@ -27,8 +29,8 @@ def evaluate_coco(gt_json_path, detections, verbose: bool = False,
     dets = load_detections(detections)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        coco_gt = _load_coco_gt(Path(gt_json_path))
-        _check_ids(dets, coco_gt, gt_json_path)
+        coco_gt = ground_truth if isinstance(ground_truth, COCO) else load_coco_gt(ground_truth)
+        _check_ids(dets, coco_gt, coco_gt.source)
         coco_dt = coco_gt.loadRes(dets.coco_results()) if len(dets) else _empty_results(coco_gt)
         coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:
@@ -39,14 +41,23 @@ def evaluate_coco(gt_json_path, detections, verbose: bool = False,
     return {name: None if value == -1 else float(value) for name, value in zip(COCO_METRICS, coco_eval.stats)}
 
 
-def _load_coco_gt(path: Path) -> COCO:
-    """Read the instances JSON ourselves so a bad file is a one-line error, not a pycocotools traceback."""
+def load_coco_gt(path) -> COCO:
+    """Read the instances JSON ourselves so a bad file is a one-line error, not a pycocotools traceback.
+
+    A box that is not four finite numbers with positive width and height is refused with its annotation id
+    (pycocotools would score it, silently wrong: a NaN or negative box matches nothing).
+    """
+    path = Path(path)
     dataset = read_json(path, "COCO ground truth file")
     if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= dataset.keys():
         raise fail(path, "not a COCO instances file (needs images, annotations and categories)")
-    coco = COCO()
-    coco.dataset = dataset
-    coco.createIndex()
+    for ann in dataset["annotations"]:
+        check_coco_box(path, ann)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+    coco.source = str(path)
     return coco
 
 

@@ -69,6 +69,40 @@ def format_sweep_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def smallest_t(results: dict, fractions=(0.95, 0.99)) -> Dict[str, Optional[int]]:
+    """The smallest scored T from which on the SNN keeps at least each fraction of its ANN's first headline
+    metric (COCO AP50 or VOC07 mAP) at every larger scored T as well; None where no T does. {"95%": T, ...}"""
+    if "ann" not in results or not results.get("snn"):
+        return {}
+    key = next(iter(headline(results["ann"])))
+    reference = headline(results["ann"])[key]
+    if not reference:  # an ANN that scores nothing: no share of it means anything
+        return {"metric": key, **{f"{round(100 * f)}%": None for f in fractions}}
+    sweep = sorted((int(t), headline(m)[key] or 0.0) for t, m in results["snn"].items())
+    found = {}
+    for fraction in fractions:
+        kept = [value >= fraction * reference for _, value in sweep]
+        first = next((i for i in range(len(sweep)) if all(kept[i:])), None)
+        found[f"{round(100 * fraction)}%"] = sweep[first][0] if first is not None else None
+    return {"metric": key, **found}
+
+
+def format_smallest_t(found: dict) -> str:
+    if not found:
+        return ""
+    parts = [f">= {share} of the ANN's {found['metric']} from T = {t}" if t is not None else
+             f"never >= {share} of the ANN's {found['metric']}" for share, t in found.items() if share != "metric"]
+    return "SNN keeps " + "; ".join(parts)
+
+
+def format_timing(results: dict) -> str:
+    timing = results["seconds_per_image"]
+    parts = [f"ANN {timing['ann']:.3f} s"] if "ann" in timing else []
+    if "snn" in timing:
+        parts.append(f"SNN {timing['snn']:.2f} s for {max(int(t) for t in results['snn'])} steps")
+    return "wall time per image: " + ", ".join(parts)
+
+
 def _ratio(value: Optional[float], reference: Optional[float]) -> str:
     return "-" if value is None or not reference else f"{100 * value / reference:.1f}%"
 

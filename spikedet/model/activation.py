@@ -16,8 +16,11 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-GRANULARITIES = ("layer", "channel")
-LAMBDA_GRADS = ("residue", "zero")
+from ..defaults import CHOICES
+from .calibration import PercentileObserver
+
+GRANULARITIES = CHOICES["granularity"]
+LAMBDA_GRADS = CHOICES["lambda_grad"]
 
 
 @dataclass(frozen=True)
@@ -67,49 +70,55 @@ class DualErrorSettings:
 
 
 def dual_error(x: torch.Tensor, lam: torch.Tensor, levels: int, clip: bool = True, quantize: bool = True,
-               lambda_grad: str = "residue") -> torch.Tensor:
+               lambda_grad: str = "residue", signed: bool = False) -> torch.Tensor:
     """y = lambda * clip(floor(x * L / lambda + 0.5) / L, 0, 1), with either error switchable off.
 
-    lam broadcasts against x (a scalar, or shape (C, 1, 1) for per-channel thresholds).
+    signed: the clip is to [-1, 1] instead of [0, 1] (for x = leaky_relu(input): the count of a leaky
+    neuron with burst events, which fires negative events too). lam broadcasts against x (a scalar, or shape
+    (C, 1, 1) for per-channel thresholds).
     """
-    return _DualError.apply(x, lam, int(levels), bool(clip), bool(quantize), lambda_grad == "residue")
+    return _DualError.apply(x, lam, int(levels), bool(clip), bool(quantize), lambda_grad == "residue",
+                            bool(signed))
 
 
 class _DualError(torch.autograd.Function):
     """Forward in float32 or wider (a half-precision floor puts values on the wrong level); straight-through backward.
 
-    d y / d x = 1 for 0 < x < lambda (x > 0 when unclipped), else 0.
-    d y / d lambda = 1 where x >= lambda (clipped), (y - x) / lambda inside when the residue estimator is on.
+    d y / d x = 1 inside the clip range (0 < x < lambda, or -lambda < x < lambda when signed), else 0.
+    d y / d lambda = 1 where x >= lambda, -1 where x <= -lambda (signed), and (y - x) / lambda inside when
+    the residue estimator is on.
     """
 
     @staticmethod
-    def forward(ctx, x, lam, levels, clip, quantize, residue_grad):
+    def forward(ctx, x, lam, levels, clip, quantize, residue_grad, signed):
         compute = torch.promote_types(x.dtype, torch.float32)  # never below float32, float64 stays
         xf, lf = x.to(compute), lam.to(compute)
-        if quantize:
-            y = torch.floor(xf * levels / lf + 0.5) * (lf / levels)
-            y = y.clamp(min=0)
+        y = torch.floor(xf * levels / lf + 0.5) * (lf / levels) if quantize else xf
+        if signed:
+            y = torch.maximum(y, -lf.expand_as(y)) if clip else y
         else:
-            y = xf.clamp(min=0)
+            y = y.clamp(min=0)
         if clip:
             y = torch.minimum(y, lf.expand_as(y))
         ctx.save_for_backward(xf, lf, y)
-        ctx.flags = (clip, quantize, residue_grad)
+        ctx.flags = (clip, quantize, residue_grad, signed)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_y):
         xf, lf, y = ctx.saved_tensors
-        clip, quantize, residue_grad = ctx.flags
+        clip, quantize, residue_grad, signed = ctx.flags
         g = grad_y.to(xf.dtype)
-        above = (xf >= lf) if clip else torch.zeros_like(xf, dtype=torch.bool)
-        inside = (xf > 0) & ~above
+        none = torch.zeros_like(xf, dtype=torch.bool)
+        above = (xf >= lf) if clip else none
+        below = (xf <= -lf if clip else none) if signed else (xf <= 0)
+        inside = ~above & ~below
         grad_x = torch.where(inside, g, torch.zeros_like(g)).to(grad_y.dtype)
-        d_lam = above.float()
+        d_lam = above.to(xf.dtype) - (below.to(xf.dtype) if signed else 0)
         if quantize and residue_grad:
             d_lam = d_lam + torch.where(inside, (y - xf) / lf, torch.zeros_like(xf))
         grad_lam = _sum_to_shape(g * d_lam, lf.shape).to(lf.dtype) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_lam, None, None, None, None
+        return grad_x, grad_lam, None, None, None, None, None
 
 
 def _sum_to_shape(t: torch.Tensor, shape) -> torch.Tensor:
@@ -125,9 +134,7 @@ def _sum_to_shape(t: torch.Tensor, shape) -> torch.Tensor:
 class DualErrorReLU(nn.Module):
     """Hidden-layer activation with a learned threshold lambda (per layer or per output channel).
 
-    Lives at a stable import path: ultralytics pickles whole modules into checkpoints and reloads them by
-    class path. Before training, `calibrate()` mode sets lambda from a percentile of the activations it
-    sees (progressively: each layer's calibration sees the already-clipped output of the layers before it).
+    Before training, `calibrate_thresholds` sets lambda from a percentile of the activations it sees.
     """
 
     def __init__(self, channels: int, settings: DualErrorSettings = DualErrorSettings()):
@@ -135,8 +142,7 @@ class DualErrorReLU(nn.Module):
         self.settings = settings
         n = channels if settings.granularity == "channel" else 1
         self.lam = nn.Parameter(torch.ones(n), requires_grad=not settings.is_relu)
-        self.register_buffer("calibrated_batches", torch.zeros((), dtype=torch.long))
-        self.calibrating = False
+        self.observer = None  # a PercentileObserver while calibrating
 
     def extra_repr(self) -> str:
         s = self.settings
@@ -148,31 +154,15 @@ class DualErrorReLU(nn.Module):
         return self.lam.view(-1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.calibrating:
-            self._observe(x.detach())
+        if self.observer is not None:
+            self.observer.update(torch.relu(x))
+            with torch.no_grad():
+                self.lam.copy_(self.observer.scale(self.settings.granularity).clamp(min=1e-3))
         s = self.settings
         if s.is_relu:
             return torch.relu(x)
         lam = self.threshold().abs().clamp(min=1e-4)  # a threshold must stay positive
         return dual_error(x, lam, s.levels, s.clip, s.quantize, s.lambda_grad)
-
-    @torch.no_grad()
-    def _observe(self, x: torch.Tensor):
-        """Running mean over batches of the chosen percentile of relu(x), per channel or per layer."""
-        a = torch.relu(x.float()).transpose(0, 1).reshape(x.shape[1], -1)
-        if self.settings.granularity == "layer":
-            a = a.reshape(1, -1)
-        p = percentile(a, self.settings.init_percentile).clamp(min=1e-3)
-        n = self.calibrated_batches.item()
-        self.lam.copy_((self.lam * n + p) / (n + 1) if n else p)
-        self.calibrated_batches += 1
-
-
-def percentile(rows: torch.Tensor, q: float) -> torch.Tensor:
-    """q-th percentile of each row (kthvalue: unlike torch.quantile it has no input-size limit)."""
-    n = rows.shape[1]
-    k = min(max(int(round(q / 100.0 * n)), 1), n)
-    return rows.kthvalue(k, dim=1).values
 
 
 def dual_error_modules(model: nn.Module):
@@ -180,18 +170,55 @@ def dual_error_modules(model: nn.Module):
 
 
 class calibrate_thresholds:
-    """Context manager: inside it, every DualErrorReLU sets its lambda from the activations it sees."""
+    """Context manager: inside it, every DualErrorReLU sets its lambda from a running percentile of the
+    activations it sees (each layer sees the already-clipped output of the layers before it)."""
 
     def __init__(self, model: nn.Module):
         self.modules = dual_error_modules(model)
 
     def __enter__(self):
         for m in self.modules:
-            m.calibrated_batches.zero_()
-            m.calibrating = True
+            m.observer = PercentileObserver(m.settings.init_percentile)
         return self
 
     def __exit__(self, *exc):
         for m in self.modules:
-            m.calibrating = False
+            m.observer = None
         return False
+
+
+class DualErrorLeakyReLU(DualErrorReLU):
+    """The dual error for a leaky ReLU unit: lambda * clip(floor(leaky(x) * L / lambda + 0.5) / L, -1, 1),
+    exactly the count function of spikedet's leaky neuron with burst events after L steps (net count
+    clip(floor(leaky(input) + 1/2), -L, L) in units of lambda / L).
+
+    `negative_slope` is the attribute the converter reads to give the neuron its negative events.
+    """
+
+    def __init__(self, channels: int, settings: DualErrorSettings = DualErrorSettings(),
+                 negative_slope: float = 0.1):
+        super().__init__(channels, settings)
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.nn.functional.leaky_relu(x, self.negative_slope)
+        if self.observer is not None:
+            self.observer.update(z)
+            with torch.no_grad():
+                self.lam.copy_(self.observer.scale(self.settings.granularity).clamp(min=1e-3))
+        s = self.settings
+        if s.is_relu:
+            return z
+        lam = self.threshold().abs().clamp(min=1e-4)
+        return dual_error(z, lam, s.levels, s.clip, s.quantize, s.lambda_grad, signed=True)
+
+
+def install_leaky_dual_error(model: nn.Module, settings: DualErrorSettings) -> nn.Module:
+    """Replace every leaky ReLU after a convolution (a block with .conv and .act, as darknet's) by a
+    DualErrorLeakyReLU with its channel count and slope; returns the model (changed in place)."""
+    for block in model.modules():
+        act = getattr(block, "act", None)
+        if isinstance(act, nn.LeakyReLU) and isinstance(getattr(block, "conv", None), nn.Conv2d):
+            block.act = DualErrorLeakyReLU(block.conv.out_channels, settings, act.negative_slope)
+    model.dual_error = settings.to_dict()
+    return model

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Optional, Union
 
 from torch import nn
+from ultralytics.nn.tasks import DetectionModel
 
+from ..defaults import CHOICES
+from ..errors import SpikedetError, fail
+from ..fileio import read_yaml
 from .activation import DualErrorReLU, DualErrorSettings, dual_error_modules
-from .errors import SpikedetError, fail
-from .fileio import read_yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-POOL_CHOICES = ("max", "avg", "conv")
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+POOL_CHOICES = CHOICES["pool"]
 # Activations that are allowed to remain: none has a negative part, so each maps onto IF neurons.
 _SPIKING_SAFE = (DualErrorReLU, nn.Identity)
 
@@ -45,17 +47,15 @@ def load_model_config(cfg: Union[str, Path, dict], scale: Optional[str] = None, 
         d["yaml_file"] = str(path)
     if scale is not None:
         if scale not in d.get("scales", {}):
-            raise SpikedetError(f"{d.get('yaml_file', 'model config')}: scale {scale!r} not in "
-                                f"{sorted(d.get('scales', {}))}")
+            raise fail(d.get('yaml_file', 'model config'), f"scale {scale!r} not in {sorted(d.get('scales', {}))}")
         d["scale"] = scale
     d["pool"] = pool or d.get("pool", "max")
     if d["pool"] not in POOL_CHOICES:
-        raise SpikedetError(f"{d.get('yaml_file', 'model config')}: pool must be one of {POOL_CHOICES}, "
-                            f"got {d['pool']!r}")
+        raise fail(d.get('yaml_file', 'model config'), f"pool must be one of {POOL_CHOICES}, got {d['pool']!r}")
     try:
         settings = DualErrorSettings.from_dict({**d.get("dual_error", {}), **(dual_error or {})})
     except (TypeError, ValueError) as e:
-        raise SpikedetError(f"{d.get('yaml_file', 'model config')}: {e}") from None
+        raise fail(d.get('yaml_file', 'model config'), str(e)) from None
     d["dual_error"] = settings.to_dict()
     return d
 
@@ -90,13 +90,7 @@ def _channels_before(layers, i) -> int:
     raise SpikedetError(f"pool: conv needs a Conv layer before the pool at layer {i}")
 
 
-def _ultralytics_detection_model():
-    from ultralytics.nn.tasks import DetectionModel
-
-    return DetectionModel
-
-
-class SpikingYOLO(_ultralytics_detection_model()):
+class DualErrorYOLO(DetectionModel):
     """An ultralytics DetectionModel whose hidden activations are DualErrorReLU modules.
 
     Each Conv gets its own activation instance with the right channel count (ultralytics' Conv.default_act is

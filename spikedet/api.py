@@ -1,0 +1,139 @@
+"""The Python API in ultralytics' shape: one object for a network at any stage of the pipeline.
+
+    from spikedet import SpikingYOLO
+    model = SpikingYOLO("yolov3-tiny", scale="n")              # a config: a new dual-error ANN
+    model.train(data="data/shapes/yolo/shapes.yaml", epochs=50, imgsz=192)
+    snn = model.convert(output="net.snn.pt", imgsz=192)          # calibration images when lambda is not learned
+    snn.val(gt_coco="instances_test.json", timesteps=[8, 16, 32])
+    snn.predict("photo.jpg", timesteps=16)
+
+A network file (an SNN, a spikedet checkpoint) or darknet `.weights` with `cfg=` load the same way. The CLI
+(spikedet/cli.py) is a thin layer over these methods; every default lives in spikedet/defaults.py.
+"""
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from .defaults import DEFAULTS
+from .errors import fail
+from .inference import StreamSettings, calibration_images
+from .networks import (class_names, default_imgsz, default_resize, default_timesteps, is_darknet, is_snn,
+                       load_network)
+
+PathLike = Union[str, Path]
+
+
+class SpikingYOLO:
+    """A Tiny-YOLO at any stage: a config to train, a trained ANN to convert, an SNN to score and run."""
+
+    def __init__(self, model: PathLike = DEFAULTS["model"], cfg: Optional[PathLike] = None,
+                 names: Optional[PathLike] = None, **config_overrides):
+        """model: a config name or YAML (configs/; overrides: scale, pool, dual_error), a spikedet file (ANN
+        checkpoint or SNN), or darknet .weights with cfg= (and names=)."""
+        from .model.yolo import DualErrorYOLO
+
+        self.ann = None  # an SNN's source ANN
+        self.config = None  # a config not trained yet: (name or path, overrides)
+        if cfg is not None or Path(model).suffix in (".pt", ".weights"):
+            self.network, self.ann = load_network(model, cfg, names)
+        else:
+            self.config = (model, config_overrides)
+            self.network = DualErrorYOLO(model, **config_overrides)
+        self.source = str(model)
+
+    def __repr__(self):
+        kind = "SNN" if self.is_snn else "ANN"
+        return f"SpikingYOLO({self.source!r}, {kind}, {len(self.names)} classes)"
+
+    @property
+    def is_snn(self) -> bool:
+        return is_snn(self.network)
+
+    @property
+    def names(self):
+        return class_names(self.network)
+
+    def train(self, data: PathLike, **train_args) -> "SpikingYOLO":
+        """Train with ultralytics' trainer (arguments: spikedet.train.train); the trained weights replace
+        this network's. Returns self."""
+        from .model.checkpoint import load_ann
+        from .train import train
+
+        if self.config is None:
+            raise fail(self.source, "train starts from a model config (pretrained weights: pretrained=...)")
+        name, overrides = self.config
+        best = train(data, model=name, **{**overrides, **train_args})
+        self.network, self.source, self.config = load_ann(best), str(best), None
+        return self
+
+    def convert(self, calibration: Optional[PathLike] = None, output: Optional[PathLike] = None,
+                imgsz: int = DEFAULTS["imgsz"], calibration_count: int = DEFAULTS["calibration_count"],
+                **options) -> "SpikingYOLO":
+        """The SNN of this ANN (options: spikedet.snn.convert), saved to `output` when given.
+
+        calibration: a dataset YAML (its train split) or an image folder, for layers without a learned lambda.
+        """
+        from .snn.convert import convert, reference_ann
+        from .snn.files import save_snn
+
+        if self.is_snn:
+            raise fail(self.source, "already an SNN")
+        resize = default_resize(self.network)
+        images = calibration_images(calibration, imgsz, calibration_count, resize) if calibration else None
+        ann = reference_ann(self.network, options.get("leaky") or DEFAULTS["leaky"])
+        snn = convert(self.network, images, **options)
+        snn.meta.update(source=self.source, imgsz=imgsz, resize=resize)
+        if output is not None:
+            save_snn(snn, ann, output)
+        converted = SpikingYOLO.__new__(SpikingYOLO)
+        converted.network, converted.ann, converted.config = snn, ann, None
+        converted.source = str(output) if output is not None else f"{self.source} (converted)"
+        return converted
+
+    def stream_settings(self, timesteps: Optional[Sequence[int]] = None, **given) -> StreamSettings:
+        """Settings for the inference stream: the given ones, else the network's and spikedet's defaults."""
+        given = {k: v for k, v in given.items() if v is not None}
+        if self.is_snn:
+            given["timesteps"] = list(timesteps or [default_timesteps(self.network)])
+        given.setdefault("imgsz", default_imgsz(self.network))
+        given.setdefault("batch", DEFAULTS["batch_cpu" if str(given.get("device", "cpu")) == "cpu"
+                                           else "batch_gpu"])
+        return StreamSettings(**given)
+
+    def val(self, gt_coco: Optional[PathLike] = None, gt_voc: Optional[PathLike] = None, split: str = "test",
+            data: Optional[PathLike] = None, images: Optional[PathLike] = None,
+            timesteps: Sequence[int] = DEFAULTS["timesteps_eval"], max_images: Optional[int] = None,
+            progress: bool = True, **stream) -> dict:
+        """mAP against COCO or VOC ground truth; an SNN is scored at every T of `timesteps` from one
+        simulation, and its source ANN too. data: a dataset YAML naming VOC classes."""
+        from .data.records import VOC_CLASSES, load_class_names
+        from .validate import GroundTruth, evaluate_networks
+
+        voc_names = load_class_names(data) if data else VOC_CLASSES
+        truth = GroundTruth.read(gt_coco, gt_voc, split, images, voc_names, max_images)
+        networks = [self.ann, self.network] if self.ann is not None else [self.network]
+        return evaluate_networks(networks, truth, self.stream_settings(timesteps, **stream), progress)
+
+    def predict(self, source: PathLike, timesteps: Optional[int] = None, save: bool = False,
+                project: PathLike = DEFAULTS["project_detect"], name: str = DEFAULTS["name"],
+                save_txt: bool = False, save_rates: bool = False, progress: bool = True, **stream):
+        """Detections in an image, a folder, a glob or a video: a list of (key, [Detection, ...]); with
+        save=True also written to a new run folder (see spikedet.detect), and the DetectSummary returned."""
+        from .detect import detect, detections_in
+
+        stream.setdefault("conf", DEFAULTS["conf_detect"])
+        stream.setdefault("iou", DEFAULTS["iou_detect"])
+        settings = self.stream_settings([timesteps] if timesteps else None, **stream)
+        if save:
+            return detect(self.network, source, settings, project, name, save_txt, save_rates, progress)
+        return [(key, dets) for key, _, dets in detections_in(self.network, source, settings, skipped=[])]
+
+    def save(self, path: PathLike) -> Path:
+        """Write this network as a spikedet file (an SNN with its source ANN, or an ANN checkpoint)."""
+        from .model.checkpoint import save_ann
+        from .snn.files import save_snn
+
+        return save_snn(self.network, self.ann, path) if self.is_snn else save_ann(self.network, path)
+
+    @property
+    def darknet(self) -> bool:
+        return is_darknet(self.network)

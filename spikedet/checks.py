@@ -1,0 +1,149 @@
+"""Checks of user-given values, run before any work: each bad value is a one-line error naming the option.
+
+Used as argparse types by the CLI (argparse then prints `error: argument --x: <message>`, exit 2) and by the
+Python API through check_output_path.
+"""
+import argparse
+import math
+import os
+from pathlib import Path
+
+from .defaults import DEFAULTS
+from .errors import SpikedetError
+
+
+def integer(low: int = None, high: int = None, what: str = "an integer"):
+    """An argparse type: an int within [low, high] (either bound may be open)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"expected {what} {bounds}, got {value}")
+        return value
+    return parse
+
+
+def number(low: float = None, high: float = None, low_open: bool = False):
+    """An argparse type: a finite float within [low, high] ((low, high] when low_open)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high):
+            left = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"expected a number in {left}{low}, {high}], got {value:g}")
+        return value
+    return parse
+
+
+positive = integer(1, what="a positive integer")
+imgsz = integer(32, 8192, "an image size in pixels (a multiple of 32)")
+
+
+def image_size(text: str) -> int:
+    value = imgsz(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 32 (the networks' largest stride), got {value}")
+    return value
+
+
+def timesteps(text: str) -> int:
+    """A number of time steps: 1 .. max_timesteps (a larger T runs for hours; --allow-long-t lifts it)."""
+    return integer(1, None, "a number of time steps")(text)
+
+
+def check_timesteps(values, allow_long: bool, parser: argparse.ArgumentParser = None):
+    """T above max_timesteps is refused unless allow_long. A SpikedetError, not parser.error: the CLI's main()
+    turns it into the same one-line `error: argument --timesteps: ...` and returns 2 instead of exiting."""
+    limit = DEFAULTS["max_timesteps"]
+    if values and not allow_long and max(values) > limit:
+        raise SpikedetError(f"argument --timesteps: T = {max(values)} is above {limit} (hours per image on a "
+                            "CPU); add --allow-long-t to run it anyway")
+
+
+def existing_file(text: str) -> str:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, expected a file")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: file not found")
+    return text
+
+
+def existing_path(text: str) -> str:
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'is a file, expected a' if path.exists() else 'no such'} folder")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A path a file can be written to: not a folder, no file among its parents, a writable folder."""
+    problem = output_problem(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
+    return text
+
+
+def output_dir(text: str) -> str:
+    """A folder outputs can be written into (it may not exist yet): not a file, none of its parents a file,
+    and writable (its nearest existing parent when it does not exist yet)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a folder for outputs")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot be written: {parent} is not writable")
+    return text
+
+
+def output_problem(path: Path):
+    """Why a file cannot be written at `path` (None when it can), without creating anything."""
+    if path.is_dir():
+        return "is a directory, expected a file path"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be written: {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be written: {parent} is not writable"
+    return None
+
+
+def boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def key_value(text: str):
+    """An ultralytics training argument given as key=value; the value is read as YAML (0.001, false, AdamW)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value (an ultralytics train argument), got {text!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}") from None

@@ -1,0 +1,51 @@
+"""Every default and every set of choices, in one place: the CLI, the Python API and the modules read them
+here (ultralytics keeps its cfg/default.yaml the same way)."""
+
+CHOICES = {
+    "spikes": ("burst", "signed", "binary"),  # events a neuron may emit per step (snn.neurons.IFNeuron)
+    "reset": ("subtract", "zero"),
+    "normalization": ("channel", "layer"),  # one scale per output channel (Spiking-YOLO) or per layer
+    "leaky": ("keep", "relu"),  # leaky ReLU units: neurons with negative events, or replaced by ReLU
+    "resize": ("letterbox", "stretch"),
+    "pool": ("max", "avg", "conv"),  # what a model config's max-pools become
+    "granularity": ("layer", "channel"),  # one dual-error lambda per layer or per channel
+    "lambda_grad": ("residue", "zero"),
+    "device": ("cpu", "cuda", "cuda:N"),  # shown in help; checked by torch
+}
+
+DEFAULTS = {
+    # images
+    "imgsz": 416,
+    # conversion
+    "calibration_count": 32,
+    "percentile": 99.99,
+    "v_init": 0.5,
+    "spikes": "burst",
+    "reset": "subtract",
+    "normalization": "channel",
+    "leaky": "keep",
+    # simulation. chunk: steps per batched layer call (short chunks keep a layer's working set in cache and
+    # memory flat in T; tools/benchmark_snn.py measures it)
+    "chunk": 2,
+    "timesteps_eval": (8, 16, 32, 64, 128, 256),
+    "timesteps_detect": 16,  # when the SNN file does not say which T it was converted for
+    "max_timesteps": 4096,  # a larger T is refused unless asked for explicitly (hours on a CPU)
+    # scoring: every detection above conf, class-wise NMS; darknet networks as darknet scores them
+    "conf_eval": 0.001,
+    "iou_eval": 0.7,
+    "iou_eval_darknet": 0.45,
+    "batch_cpu": 1,  # images per simulation batch on the CPU (larger batches were slower per image there)
+    "batch_gpu": 8,
+    # detection on a user's images
+    "conf_detect": 0.25,
+    "iou_detect": 0.45,
+    "project_detect": "runs/detect",
+    "project_train": "runs/train",
+    "name": "exp",
+    # training
+    "model": "yolov3-tiny",
+    "epochs": 100,
+    "batch_train": 16,
+    "workers": 8,
+    "seed": 0,
+}

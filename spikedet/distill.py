@@ -1,0 +1,373 @@
+"""Dual-error fine-tuning of a pretrained darknet detector by self-distillation (no labels needed).
+
+The float network (the teacher, frozen) teaches its own dual-error copy (the student): every leaky unit of
+the student becomes a DualErrorLeakyReLU, lam * clip(floor(leaky(x) * L / lam + 0.5) / L, -1, 1) with a
+learned lam per channel -- exactly the net count of spikedet's leaky neuron with burst events after L steps
+-- so the student trained here *is* the SNN it converts to (burst neurons, T = L), and it keeps darknet's
+own head ([yolo] layers and their convolutions).
+
+Loss, on the raw [yolo] maps (B, A * (5 + nc), H, W), per anchor slot, with p = sigmoid(teacher objectness):
+  objectness: soft-target BCE(student logit, p) minus the teacher's own entropy (0 when they agree). It
+      covers every slot, so background stays background.
+  boxes: squared error of the four raw box outputs, weighted by p (only slots the teacher believes in
+      carry box information), normalized by the sum of p.
+  classes: soft-target BCE against sigmoid(teacher class logits) minus its entropy, weighted by p likewise.
+Each term is the KL divergence (objectness, classes) or the Gaussian log-likelihood (boxes) of the
+teacher's prediction: no labels, no matching, no anchors to assign, and the student is pulled towards the
+teacher exactly where the teacher's detections are decided.
+Optionally (`feature_weight` > 0) every dual-error layer also matches the teacher's float activation,
+squared error divided by the layer's initial lam per channel (so each channel counts in units of its own
+threshold): a direct signal for every layer, which the head-only loss reaches only through many
+straight-through estimators.
+
+Batch-norm statistics stay frozen (the model runs in eval mode; gradients still flow through the affine
+BN parameters unless `lambda_only`). lam starts at the p99.99 per channel of the teacher's activations on the
+first 32 training images (the converter's default channel-wise normalization, i.e. the network converted as
+trained). `lambda_only` freezes every weight (conv and BN): only lam learns -- the calibration baseline.
+"""
+import json
+import math
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import SpikedetError, fail
+
+INIT_PERCENTILE = 99.99
+CALIBRATION_COUNT = 32
+
+
+# ----------------------------------------------------------------------------------------------- images
+def training_images(images: Union[str, Path]) -> List[Path]:
+    """The image files of a folder (sorted), or of an ultralytics dataset YAML's train split (labels ignored)."""
+    from .inference import image_files
+
+    source = Path(images)
+    if source.suffix in (".yaml", ".yml"):
+        if not source.is_file():
+            raise fail(source, "dataset YAML not found")
+        from .data.yolo import read_yolo
+
+        paths = sorted(Path(r.path) for r in read_yolo(source, "train"))
+    elif source.is_dir():
+        paths = image_files(source)
+    elif not source.exists():
+        raise fail(source, "image folder not found")
+    else:
+        raise fail(source, "training images must be a folder of images or a dataset YAML")
+    if not paths:
+        raise fail(source, "no training images found")
+    return paths
+
+
+class DistillImages(torch.utils.data.Dataset):
+    """Augmented training images: random resized crop to imgsz x imgsz (stretched, as darknet's eval resizes),
+    horizontal flip and light colour jitter (albumentations); RGB float in [0, 1]. The random state is
+    derived from (seed, epoch, index), so a run is reproducible whatever the number of workers."""
+
+    def __init__(self, paths: Sequence[Path], imgsz: int, seed: int = 0, augment: bool = True):
+        import albumentations as A
+
+        self.paths, self.imgsz, self.seed, self.epoch = list(paths), int(imgsz), int(seed), 0
+        self.augment = augment
+        self.transform = A.Compose([
+            A.RandomResizedCrop(size=(imgsz, imgsz), scale=(0.4, 1.0), ratio=(0.6, 1.66), p=1.0),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.015, p=0.5),
+        ])
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        import cv2
+
+        from .inference import load_image, preprocess
+
+        image = load_image(self.paths[index])  # BGR
+        if not self.augment:
+            return preprocess(image, self.imgsz, "stretch")
+        seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % 2 ** 31
+        random.seed(seed)
+        np.random.seed(seed)
+        self.transform.set_random_seed(seed) if hasattr(self.transform, "set_random_seed") else None
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        out = self.transform(image=rgb)["image"]
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float() / 255.0
+
+
+def load_batch(paths: Sequence[Path], imgsz: int) -> torch.Tensor:
+    """Images stretched to imgsz, as darknet evaluates (the calibration input)."""
+    from .inference import load_image, preprocess
+
+    return torch.stack([preprocess(load_image(p), imgsz, "stretch") for p in paths])
+
+
+# ----------------------------------------------------------------------------------------------- networks
+def leaky_activations(model: nn.Module) -> List[nn.Module]:
+    """The leaky activation module of every conv block, in order (teacher: LeakyReLU; student: dual error)."""
+    from .model.activation import DualErrorLeakyReLU
+
+    acts = []
+    for block in model.modules():
+        act = getattr(block, "act", None)
+        if isinstance(getattr(block, "conv", None), nn.Conv2d) and isinstance(act, (nn.LeakyReLU, DualErrorLeakyReLU)):
+            acts.append(act)
+    return acts
+
+
+@torch.no_grad()
+def channel_scales(model: nn.Module, images: torch.Tensor, q: float = INIT_PERCENTILE,
+                   batch_size: int = 8) -> List[torch.Tensor]:
+    """Per leaky layer, the q-th percentile per channel of the float network's activations (the converter's
+    channel-wise normalization of a network without learned thresholds)."""
+    from .snn.convert import observe_activations
+
+    observers = observe_activations(model, images, q, batch_size)
+    scales = []
+    for act in leaky_activations(model):
+        lam = observers[act].scale("channel").float()
+        scales.append(torch.where(lam > 0, lam, torch.ones_like(lam)))
+    return scales
+
+
+def make_student(teacher: nn.Module, levels: int, scales: Sequence[torch.Tensor],
+                 init_percentile: float = INIT_PERCENTILE) -> nn.Module:
+    """A copy of the teacher whose leaky units are dual-error leaky units with lam = scales."""
+    import copy
+
+    from .model.activation import DualErrorSettings, install_leaky_dual_error
+
+    student = copy.deepcopy(teacher)
+    settings = DualErrorSettings(levels=int(levels), granularity="channel", clip=True, quantize=True,
+                                 init_percentile=init_percentile, lambda_grad="residue")
+    install_leaky_dual_error(student, settings)
+    acts = leaky_activations(student)
+    if len(acts) != len(scales):
+        raise SpikedetError(f"{len(scales)} scales for {len(acts)} dual-error layers")
+    with torch.no_grad():
+        for act, lam in zip(acts, scales):
+            act.lam.copy_(lam)
+    return student
+
+
+def set_levels(model: nn.Module, levels: int) -> nn.Module:
+    """Make every dual-error unit quantize to `levels` (= the burst SNN at T = levels), keeping each lam; the
+    model's recorded settings follow."""
+    from .model.activation import DualErrorReLU
+
+    for m in model.modules():
+        if isinstance(m, DualErrorReLU):
+            m.settings = replace(m.settings, levels=int(levels))
+    if getattr(model, "dual_error", None):
+        model.dual_error = {**model.dual_error, "levels": int(levels)}
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- loss
+def _soft_bce(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """BCE(student, sigmoid(teacher)) minus the teacher's entropy: the Bernoulli KL divergence, >= 0."""
+    p = torch.sigmoid(target_logits)
+    return (F.binary_cross_entropy_with_logits(logits, p, reduction="none")
+            - F.binary_cross_entropy_with_logits(target_logits, p, reduction="none"))
+
+
+def head_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor], nc: int,
+              weights=(1.0, 1.0, 1.0)) -> dict:
+    """Distillation loss on the raw [yolo] maps (see the module docstring): {"obj", "box", "cls", "loss"}."""
+    w_obj, w_box, w_cls = weights
+    obj = box = cls = 0.0
+    for s, t in zip(student_maps, teacher_maps):
+        b, c, h, w = s.shape
+        s = s.view(b, c // (5 + nc), 5 + nc, h, w)
+        t = t.detach().view(b, c // (5 + nc), 5 + nc, h, w)
+        p = torch.sigmoid(t[:, :, 4:5])
+        norm = p.sum().clamp(min=1e-6)
+        obj = obj + _soft_bce(s[:, :, 4], t[:, :, 4]).sum() / s[:, :, 4].numel()
+        box = box + (p * (s[:, :, :4] - t[:, :, :4]) ** 2).sum() / norm
+        if nc:
+            cls = cls + (p * _soft_bce(s[:, :, 5:], t[:, :, 5:])).sum() / norm
+    # objectness is averaged over every slot (most are background): scaled so its gradient is not negligible
+    obj = obj * 100.0
+    obj, box, cls = (v if torch.is_tensor(v) else torch.tensor(float(v)) for v in (obj, box, cls))
+    loss = w_obj * obj + w_box * box + w_cls * cls
+    return {"loss": loss, **{k: float(v.detach()) for k, v in (("obj", obj), ("box", box), ("cls", cls))}}
+
+
+class _Capture:
+    """Forward hooks that keep each listed module's output (for the feature loss)."""
+
+    def __init__(self, modules):
+        self.outputs, self.hooks = [None] * len(modules), []
+        for k, m in enumerate(modules):
+            self.hooks.append(m.register_forward_hook(self._hook(k)))
+
+    def _hook(self, k):
+        def hook(_, __, out):
+            self.outputs[k] = out
+        return hook
+
+    def remove(self):
+        for h in self.hooks:
+            h.remove()
+
+
+def feature_loss(student_feats, teacher_feats, scales) -> torch.Tensor:
+    """Mean over layers of the squared activation error in units of each channel's initial lam."""
+    total = 0.0
+    for s, t, lam in zip(student_feats, teacher_feats, scales):
+        total = total + (((s - t.detach()) / lam.view(1, -1, 1, 1)) ** 2).mean()
+    return total / max(len(scales), 1)
+
+
+# ----------------------------------------------------------------------------------------------- training
+def _seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str, Path], output: Union[str, Path],
+            levels: int = 8, epochs: int = 30, imgsz: int = 416, batch: int = 8, lambda_only: bool = False,
+            lr: float = 1e-4, lam_lr: float = 1e-2, workers: int = 0, seed: int = 0, progress: bool = True,
+            names: Optional[Union[str, Path]] = None, feature_weight: float = 0.0, max_minutes: float = None,
+            log: Optional[Union[str, Path]] = None, threads: Optional[int] = None) -> Path:
+    """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
+    the float network on `images` (a folder or a dataset YAML's train split; labels ignored); writes a spikedet
+    ANN checkpoint to `output` (half precision) and returns its path.
+
+    lambda_only: train only the thresholds (every weight frozen). feature_weight: weight of the per-layer
+    activation-matching term (0: head outputs only). max_minutes: stop early (at a step boundary) after this
+    much wall time; the checkpoint records the epochs and steps done. log: a JSON-lines file of per-epoch loss.
+    Cosine learning-rate decay over the planned steps (or over max_minutes, whichever ends first).
+    """
+    from ultralytics.utils import TQDM
+
+    from .darknet import load_darknet
+    from .model.checkpoint import save_ann
+
+    levels, epochs, imgsz, batch = int(levels), int(epochs), int(imgsz), int(batch)
+    if levels < 1:
+        raise SpikedetError(f"levels must be >= 1, got {levels}")
+    if epochs < 1 or batch < 1:
+        raise SpikedetError("epochs and batch must be >= 1")
+    for path, what in ((weights, "darknet weights"), (cfg, "darknet cfg")):
+        if not Path(path).is_file():
+            raise fail(path, f"{what} not found")
+    if threads:
+        torch.set_num_threads(int(threads))
+    _seed_everything(seed)
+    paths = training_images(images)
+    teacher = load_darknet(cfg, weights, names).float().eval()
+    if imgsz % teacher.multiple:
+        raise SpikedetError(f"imgsz {imgsz} is not a multiple of {teacher.multiple}, which this network needs")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    calibration = paths[:CALIBRATION_COUNT]
+    scales = channel_scales(teacher, load_batch(calibration, imgsz))
+    student = make_student(teacher, levels, scales)
+    student.eval()  # frozen BN statistics; gradients still flow
+    lams = [p for n, p in student.named_parameters() if n.endswith(".lam")]
+    others = [p for n, p in student.named_parameters() if not n.endswith(".lam")]
+    for p in others:
+        p.requires_grad_(not lambda_only)
+    groups = [{"params": lams, "lr": lam_lr}] + ([] if lambda_only else [{"params": others, "lr": lr}])
+    optimizer = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in groups]
+
+    data = DistillImages(paths, imgsz, seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=len(paths) >= batch,
+                                         num_workers=int(workers), generator=generator)
+    steps_per_epoch = len(loader)
+    total_steps = epochs * steps_per_epoch
+    teacher_acts, student_acts = leaky_activations(teacher), leaky_activations(student)
+    capture = (_Capture(teacher_acts), _Capture(student_acts)) if feature_weight > 0 else None
+    fixed_scales = [s.clone() for s in scales]
+
+    started, step, done_epochs, history = time.time(), 0, 0, []
+    log_file = open(log, "a") if log else None
+    stop = False
+    try:
+        for epoch in range(epochs):
+            data.epoch = epoch
+            bar = TQDM(loader, total=steps_per_epoch, desc=f"distill {epoch + 1}/{epochs}", disable=not progress)
+            running, parts = 0.0, {"obj": 0.0, "box": 0.0, "cls": 0.0, "feat": 0.0}
+            for k, x in enumerate(bar):
+                progress_fraction = step / total_steps
+                if max_minutes:
+                    progress_fraction = max(progress_fraction, (time.time() - started) / 60 / max_minutes)
+                for g, base in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = base * 0.5 * (1 + math.cos(math.pi * min(progress_fraction, 1.0)))
+                with torch.no_grad():
+                    _, t_maps = teacher(x)
+                _, s_maps = student(x)
+                out = head_loss(s_maps, t_maps, teacher.nc)
+                loss = out["loss"]
+                if capture is not None:
+                    feat = feature_loss(capture[1].outputs, capture[0].outputs, fixed_scales)
+                    loss = loss + feature_weight * feat
+                    out["feat"] = float(feat)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    for lam in lams:
+                        lam.clamp_(min=1e-3)
+                step += 1
+                running += float(loss)
+                for key in parts:
+                    parts[key] += out.get(key, 0.0)
+                bar.set_description(f"distill {epoch + 1}/{epochs} loss {running / (k + 1):.4f}")
+                if max_minutes and (time.time() - started) / 60 >= max_minutes:
+                    stop = True
+                    break
+            bar.close()
+            done_epochs = epoch + 1 if not stop else epoch + (k + 1) / steps_per_epoch
+            n = k + 1
+            entry = {"epoch": epoch + 1, "steps": step, "minutes": round((time.time() - started) / 60, 2),
+                     "loss": running / n, **{key: v / n for key, v in parts.items()}}
+            history.append(entry)
+            if log_file:
+                log_file.write(json.dumps(entry) + "\n")
+                log_file.flush()
+            if stop:
+                break
+    finally:
+        if capture is not None:
+            capture[0].remove()
+            capture[1].remove()
+        if log_file:
+            log_file.close()
+
+    record = {
+        "teacher": {"weights": str(Path(weights).resolve()), "cfg": str(Path(cfg).resolve()),
+                    "weights_sha256": _sha256(weights)},
+        "images": [p.name for p in paths], "images_source": str(Path(images).resolve()),
+        "calibration_images": [p.name for p in calibration], "init_percentile": INIT_PERCENTILE,
+        "levels": levels, "epochs": epochs, "epochs_done": float(done_epochs), "steps": step, "imgsz": imgsz,
+        "batch": batch, "lambda_only": bool(lambda_only), "lr": float(lr), "lam_lr": float(lam_lr),
+        "feature_weight": float(feature_weight), "seed": int(seed), "minutes": round((time.time() - started) / 60, 2),
+        "augment": "RandomResizedCrop(scale 0.4-1, ratio 0.6-1.66) + HorizontalFlip + ColorJitter, stretch",
+        "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",
+        "history": history,
+    }
+    return save_ann(student, output, half=True, distill=record)
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

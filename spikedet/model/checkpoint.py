@@ -1,0 +1,83 @@
+"""spikedet's network files: tensors, numbers and text only, read with torch.load(weights_only=True).
+
+A network is saved as a record from which it is rebuilt: the config that defines it (an ultralytics-style
+model YAML, or a darknet cfg's text with its class names and dual-error settings), the class names and
+its state dict. Nothing in a file can run code when opened, and a file does not break when a class moves.
+"""
+from pathlib import Path
+from typing import Union
+
+from torch import nn
+
+from ..darknet import DarknetModel
+from ..errors import fail
+from ..fileio import atomic_torch_save, load_torch_file
+from .activation import DualErrorSettings, install_leaky_dual_error
+from .yolo import DualErrorYOLO
+
+ANN_FORMAT = "spikedet-ann"
+ANN_VERSION = 1
+
+
+def ann_record(model: nn.Module, half: bool = False) -> dict:
+    """What rebuilds the network: its family, config, class names and weights (floats in half precision when
+    asked, as ultralytics stores checkpoints)."""
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+             for k, v in model.state_dict().items()}
+    names = {int(k): str(v) for k, v in model.names.items()}
+    if isinstance(model, DarknetModel):
+        config = {"cfg": str(model.cfg), "cfg_text": model.cfg_text,
+                  "dual_error": getattr(model, "dual_error", None)}
+        return {"family": "darknet", "config": config, "names": names, "state_dict": state}
+    if isinstance(model, DualErrorYOLO):
+        return {"family": "yolo", "config": dict(model.yaml), "names": names, "state_dict": state}
+    raise TypeError(f"cannot save a {type(model).__name__}: not a spikedet network")
+
+
+def build_ann(record: dict, source: Union[str, Path] = "network record") -> nn.Module:
+    """The network an ann_record describes, in float32 eval mode."""
+    try:
+        family, config, state = record["family"], record["config"], record["state_dict"]
+        names = {int(k): v for k, v in record["names"].items()}
+    except (KeyError, TypeError, AttributeError):
+        raise fail(source, "damaged spikedet network record (missing family, config, names or weights)") from None
+    if family == "darknet":
+        model = DarknetModel(config["cfg"], list(names.values()), cfg_text=config["cfg_text"])
+        if config.get("dual_error"):
+            install_leaky_dual_error(model, DualErrorSettings.from_dict(config["dual_error"]))
+    elif family == "yolo":
+        model = DualErrorYOLO(config, nc=len(names))
+        model.names = names
+    else:
+        raise fail(source, f"unknown network family {family!r}")
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise fail(source, f"weights do not fit the network its config builds ({str(e).splitlines()[0]})") from None
+    return model.float().eval()
+
+
+def save_ann(model: nn.Module, path: Union[str, Path], half: bool = True, **extra) -> Path:
+    """An ANN file (atomic write); `extra` adds plain values (training state, provenance)."""
+    return atomic_torch_save({"format": ANN_FORMAT, "version": ANN_VERSION, **ann_record(model, half), **extra},
+                             path)
+
+
+def is_ann_file(content) -> bool:
+    return isinstance(content, dict) and content.get("format") == ANN_FORMAT
+
+
+def load_ann(path: Union[str, Path], content: dict = None) -> nn.Module:
+    """The network in an ANN file; a one-line error for any other file. content: the file, when already read."""
+    content = load_torch_file(path) if content is None else content
+    if not is_ann_file(content):
+        raise fail(path, "not a spikedet ANN checkpoint (train one with tools/train.py)")
+    check_version(path, content, ANN_VERSION)
+    return build_ann(content, path)
+
+
+def check_version(path, content: dict, version: int):
+    if content.get("version") != version:
+        raise fail(path, f"{content.get('format')} file format version {content.get('version')}; this spikedet "
+                         f"reads version {version} ({'newer' if (content.get('version') or 0) > version else 'older'}"
+                         " file: use the spikedet that wrote it, or convert it again)")

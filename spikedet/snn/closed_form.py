@@ -1,0 +1,74 @@
+"""The exact closed form of a burst network: each layer's net event count after T steps in one dense pass.
+
+What this is: an exact shortcut for evaluating burst SNNs, not a different model. A burst neuron's net count
+after T steps is clip(floor(total input + v_init), 0, T) (leaky: clip(floor(leaky(total) + v_init), -T, T))
+whatever the order in which its input arrived (neurons.IFNeuron), and every other layer is a function of
+counts too, so the counts after T steps follow layer by layer from the previous layer's counts:
+
+- a spiking convolution's total input is W c + T b (c: its input counts); for the image, a constant current
+  x, it is T (W x + b);
+- the count-gated spike max-pool's count is the max of its inputs' counts; pads, nearest upsampling, average
+  pools and concatenation are linear, so they apply to counts as they apply to every step;
+- an integrator's running sum after T steps is W c + T b, and the head decodes it divided by T.
+
+So the output at T costs one dense pass (about one ANN forward), with no loop over steps. It holds for
+burst neurons only: binary and signed neurons' counts depend on when their input arrived.
+
+Rounding: the step simulation sums the same real numbers in another order (step by step, chunk by chunk),
+so where a neuron's total lands within float rounding of an integer its count may differ by one. With
+u = 2^-24 (float32), n = fan_in + 2 T + 8 additions and S = |W| a + T |b| + 1 (a: the input's absolute
+event counts), both sums are within n u S of the exact one (the standard summation bound), so counts of a
+layer fed the same input counts are equal unless |total + v_init - k| <= 2 n u S for an integer k, and then
+differ by one (tests/test_closed_form.py checks this bound layer by layer). A count that differs moves its
+downstream totals by a weight, which is what separates the two end to end: a few neurons in millions.
+"""
+from dataclasses import dataclass
+import torch
+from torch import nn
+
+
+@dataclass
+class Counts:
+    """A layer's output in the closed form: net event counts after `steps` steps (an integrator: its running
+    sum), or, when `constant`, a current that is the same at every step (the image): its total is steps * x.
+    """
+
+    x: torch.Tensor
+    steps: int
+    constant: bool = False
+
+    def map(self, fn) -> "Counts":
+        """A linear, bias-free op (pad, upsample, pool) applies to counts as it applies to every step."""
+        return Counts(fn(self.x), self.steps, self.constant)
+
+    def total(self) -> torch.Tensor:
+        return self.x * self.steps if self.constant else self.x
+
+
+def summed_current(conv: nn.Conv2d, x: Counts) -> torch.Tensor:
+    """A convolution's input current summed over x.steps steps: T (W x + b) for a constant current (as the step
+    simulation scales its one computed current), W c + T b for counts."""
+    if x.constant:
+        return x.steps * conv(x.x)
+    total = conv._conv_forward(x.x, conv.weight, None)
+    if conv.bias is not None:
+        total = total + x.steps * conv.bias.view(-1, 1, 1)
+    return total
+
+
+def concat_counts(xs) -> Counts:
+    if all(x.constant for x in xs):
+        return Counts(torch.cat([x.x for x in xs], 1), xs[0].steps, constant=True)
+    return Counts(torch.cat([x.total() for x in xs], 1), xs[0].steps)
+
+
+def check_burst(network: nn.Module):
+    """The closed form is exact for burst neurons only: refuse any other neuron clearly."""
+    from ..errors import SpikedetError
+    from .neurons import IFNeuron
+
+    others = sorted({m.spikes for m in network.modules() if isinstance(m, IFNeuron) and m.spikes != "burst"})
+    if others:
+        raise SpikedetError(f"the closed form is exact only for burst neurons; this network has {', '.join(others)} "
+                            "neurons, whose counts depend on when their input arrives: simulate it with "
+                            "method='steps'")

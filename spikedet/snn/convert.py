@@ -1,0 +1,265 @@
+"""ANN -> SNN conversion: fold batch-norm, normalize (normalize.py), replace activations by IF neurons.
+
+The converter walks the model's modules (Conv / BatchNorm / activation blocks, max and average pools, zero
+and replicate padding, upsampling, concatenation, the detection head), not one model family, and follows
+ultralytics' layer routing (`f`, `i`, `save`), which the darknet importer also produces. A layer's scale
+lambda comes from the learned clip threshold of a clipping dual-error activation (its exact scale), or else
+from a percentile of the ANN's activations over calibration images.
+"""
+import copy
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch import nn
+
+from ..darknet import DarknetModel
+from ..defaults import CHOICES, DEFAULTS
+from ..errors import SpikedetError
+from ..model.activation import DualErrorReLU
+from ..model.calibration import PercentileObserver
+from ..routing import routed_input
+from .engine import SpikingNetwork
+from .heads import DecodingHead, SpikingDetect
+from .layers import ConcatChannels, Integrator, PerStep, SpikeMaxPool, SpikingConv
+from .neurons import IFNeuron
+from .normalize import fold_batchnorm, normalize_conv
+
+NORMALIZATIONS = CHOICES["normalization"]
+LEAKY_MODES = CHOICES["leaky"]
+PER_STEP_OPS = (nn.ZeroPad2d, nn.ReplicationPad2d, nn.Upsample, nn.AvgPool2d, nn.Identity)
+REBUILD = "rebuild"  # a network only rebuilt, its weights to be loaded from a saved SNN
+
+
+def leaky_to_relu(model: nn.Module) -> nn.Module:
+    """A copy of the model with every leaky ReLU replaced by ReLU: Spiking-YOLO's baseline for leaky networks
+    (the converted SNN then needs no negative spikes, at the cost of changing the network it copies)."""
+    model = copy.deepcopy(model)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.LeakyReLU):
+                setattr(parent, name, nn.ReLU())
+    return model
+
+
+def activation_of(block: nn.Module) -> Optional[nn.Module]:
+    """The nonlinearity of a conv block, or None for a linear one."""
+    act = getattr(block, "act", None)
+    return None if act is None or isinstance(act, nn.Identity) else act
+
+
+def observe_activations(model: nn.Module, images: torch.Tensor, q: float,
+                        batch_size: int = 8) -> Dict[nn.Module, PercentileObserver]:
+    """A PercentileObserver per activation module, fed its outputs over the calibration images by hooks."""
+    observers, hooks = {}, []
+    for block in model.modules():
+        act = activation_of(block)
+        if act is not None and act not in observers:
+            observers[act] = PercentileObserver(q)
+            hooks.append(act.register_forward_hook(lambda m, _, out: observers[m].update(out)))
+    try:
+        for k in range(0, len(images), batch_size):
+            model(images[k:k + batch_size].float())
+    finally:
+        for h in hooks:
+            h.remove()
+    return observers
+
+
+class Converter:
+    """Builds a SpikingNetwork from an ultralytics-style model (see convert() for the options).
+
+    observers: activation percentiles from calibration images, or REBUILD for a network whose weights will be
+    loaded from a saved SNN (every scale is then 1; the structure is the same).
+    """
+
+    def __init__(self, model: nn.Module, normalization: str, observers, v_init: float, reset: str, spikes: str):
+        if normalization not in NORMALIZATIONS:
+            raise SpikedetError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.model, self.normalization, self.observers = model, normalization, observers
+        self.v_init, self.reset, self.spikes = v_init, reset, spikes
+        self.scale_sources = []  # one entry per spiking layer: where its scale came from
+
+    def scale_of(self, name: str, act: nn.Module, channels: int) -> torch.Tensor:
+        """lambda for the activation `act` (output channels `channels`)."""
+        if self.observers is REBUILD:
+            return torch.ones(channels)
+        if isinstance(act, DualErrorReLU) and act.settings.clip:
+            lam = act.lam.detach().float().abs().clamp(min=1e-4).expand(channels).clone()
+            source = "learned lambda"
+            if self.normalization == "layer":
+                lam = lam.max().expand(channels).clone()
+        else:
+            if not self.observers or act not in self.observers:
+                raise SpikedetError(f"layer {name} has no clip threshold: conversion needs calibration images")
+            observer = self.observers[act]
+            lam = observer.scale(self.normalization).float().expand(channels).clone()
+            lam = torch.where(lam > 0, lam, torch.ones_like(lam))  # a channel never active: any scale works
+            source = f"p{observer.q} of activations"
+        self.scale_sources.append({"layer": name, "source": source, "scale_min": float(lam.min()),
+                            "scale_max": float(lam.max())})
+        return lam
+
+    def neuron_for(self, act: nn.Module) -> IFNeuron:
+        slope = getattr(act, "negative_slope", None)
+        if not slope:
+            return IFNeuron(self.v_init, self.reset, spikes=self.spikes)
+        if self.spikes == "signed":
+            raise SpikedetError("leaky ReLU units convert with binary events (Spiking-YOLO's imbalanced threshold) "
+                                "or burst events; or replace them by ReLU (leaky='relu')")
+        return IFNeuron(self.v_init, "subtract", spikes=self.spikes, negative_slope=slope)
+
+    def conv_block(self, name: str, block: nn.Module, in_scale: torch.Tensor):
+        """A conv(+bn)(+activation) block -> (SpikingConv or Integrator, output scale)."""
+        conv = block.conv if hasattr(block, "conv") else block
+        if not isinstance(conv, nn.Conv2d):
+            raise SpikedetError(f"cannot convert layer {name}: {type(block).__name__} is not a convolution block")
+        fused = fold_batchnorm(conv, getattr(block, "bn", None))
+        act = activation_of(block)
+        if act is None:  # linear: a non-spiking integrator, whose mean potential is the ANN's output
+            return Integrator(normalize_conv(fused, in_scale, torch.ones(fused.out_channels))), None
+        lam = self.scale_of(name, act, fused.out_channels)
+        return SpikingConv(normalize_conv(fused, in_scale, lam), self.neuron_for(act)), lam
+
+    def layer(self, name: str, m: nn.Module, in_scale):
+        """One routed layer -> (spiking layer, output scale)."""
+        from ultralytics.nn.modules import Concat
+
+        if isinstance(m, nn.MaxPool2d):
+            return SpikeMaxPool(m), in_scale
+        if isinstance(m, PER_STEP_OPS):
+            return PerStep(copy.deepcopy(m)), in_scale
+        if isinstance(m, nn.Sequential):  # one routed layer made of several ops (e.g. darknet's padded pool)
+            parts = []
+            for k, part in enumerate(m):
+                converted, in_scale = self.layer(f"{name}.{k}", part, in_scale)
+                parts.append(converted)
+            return nn.Sequential(*parts), in_scale
+        if isinstance(m, Concat):
+            if m.d != 1:
+                raise SpikedetError(f"cannot convert layer {name}: concat along dim {m.d}")
+            return ConcatChannels(), torch.cat(in_scale)
+        return self.conv_block(name, m, in_scale)
+
+    def branch(self, name: str, modules: Iterable[nn.Module], in_scale):
+        """A head branch (nested Sequentials of conv blocks) -> nn.Sequential ending in an Integrator."""
+        layers = []
+        for k, m in enumerate(_flatten(modules)):
+            layer, in_scale = self.conv_block(f"{name}.{k}", m, in_scale)
+            layers.append(layer)
+        if not isinstance(layers[-1], Integrator):
+            raise SpikedetError(f"head branch {name} must end in a linear (non-spiking) convolution")
+        return nn.Sequential(*layers)
+
+    def build(self) -> SpikingNetwork:
+        *body, head = self.model.model
+        scales, layers, sources = [], [], []
+        x_scale = torch.ones(getattr(self.model, "yaml", {}).get("channels", 3))  # the image: analog current
+        analog = []  # per layer: does its output carry an integrator's running sum rather than spikes?
+        for m in body:
+            layer, x_scale = self.layer(f"model.{m.i}", m, routed_input(x_scale, m.f, scales))
+            analog.append(_reads_analog(m, layer, analog))
+            layers.append(layer)
+            sources.append(m.f)
+            scales.append(x_scale)
+        meta = {"names": dict(getattr(self.model, "names", {})), "stride": self.model.stride.tolist(),
+                "scales": self.scale_sources}
+        head_scales = routed_input(x_scale, list(head.f), scales)
+        return SpikingNetwork(layers, sources, self.model.save, self.head(head, head_scales), list(head.f), meta)
+
+    def head(self, head: nn.Module, head_scales):
+        """ultralytics' Detect: its branches become spiking; a head with .decode (darknet's YOLO layers) reads
+        the integrating linear convolutions before it and decodes their mean potentials."""
+        from ultralytics.nn.modules import Detect
+
+        if isinstance(head, Detect):
+            if head.end2end:
+                raise SpikedetError("end-to-end (NMS-free) heads are not supported by the converter")
+            return SpikingDetect(
+                head,
+                [self.branch(f"model.{head.i}.cv2.{k}", head.cv2[k], s) for k, s in enumerate(head_scales)],
+                [self.branch(f"model.{head.i}.cv3.{k}", head.cv3[k], s) for k, s in enumerate(head_scales)],
+            )
+        if hasattr(head, "decode"):
+            if any(s is not None for s in head_scales):
+                raise SpikedetError(f"the {type(head).__name__} head must read linear (non-spiking) convolutions")
+            return DecodingHead(head)
+        raise SpikedetError(f"the last layer must be a detection head, got {type(head).__name__}")
+
+
+def _reads_analog(m: nn.Module, layer: nn.Module, analog) -> bool:
+    """Whether this layer's output is analog; only pass-through layers and the head may read analog input
+    (an integrator's output is a running sum, not spikes)."""
+    sources = [m.f] if isinstance(m.f, int) else m.f
+    reads = bool(analog) and any(analog[j] for j in sources)
+    if reads and isinstance(layer, (SpikingConv, SpikeMaxPool, Integrator)):
+        raise SpikedetError(f"layer {m.i} ({type(m).__name__}) reads the non-spiking output of a linear "
+                            "convolution; only the detection head may")
+    return reads or isinstance(layer, Integrator)
+
+
+def _flatten(modules):
+    for m in modules:
+        if isinstance(m, nn.Sequential):
+            yield from _flatten(m)
+        else:
+            yield m
+
+
+def conversion_options(**given) -> dict:
+    """The full set of conversion options (DEFAULTS for those not given): what an SNN file records."""
+    keys = ("normalization", "percentile", "v_init", "reset", "spikes", "leaky")
+    unknown = set(given) - set(keys) - {"timesteps"}
+    if unknown:
+        raise SpikedetError(f"unknown conversion options {sorted(unknown)}")
+    options = {k: given.get(k) if given.get(k) is not None else DEFAULTS[k] for k in keys}
+    options["timesteps"] = given.get("timesteps")
+    return options
+
+
+@torch.no_grad()
+def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None, batch_size: int = 8,
+            **options) -> SpikingNetwork:
+    """Convert a trained ANN detector into a SpikingNetwork.
+
+    calibration_images: (N, 3, H, W) in [0, 1]; needed when some activation has no learned clip threshold
+        (plain ReLU, leaky ReLU, dual error without clipping), or layer-wise scales are wanted from data.
+    options (defaults in spikedet.defaults):
+    normalization: "channel" (one scale per output channel) or "layer" (one per layer).
+    percentile: the activation percentile used as scale (100 = max; 99.99 and 99.9 are robust choices).
+    v_init: initial membrane potential as a fraction of threshold (0.5 or 0). reset: "subtract" or "zero".
+    spikes: "burst" (default), "signed" or "binary" events (see neurons.IFNeuron); "binary" is the plain IF
+        neuron of Spiking-YOLO and the dual-error paper.
+    timesteps: the T the network is meant for (default: the dual-error L), recorded in the file.
+    leaky: "keep" (leaky ReLU units become leaky neurons) or "relu" (replaced by ReLU first).
+    """
+    o = conversion_options(**options)
+    model = reference_ann(model, o["leaky"])
+    observers = None
+    if calibration_images is not None:
+        observers = observe_activations(model, calibration_images, o["percentile"], batch_size)
+    return _build(model, observers, o)
+
+
+def rebuild(model: nn.Module, options: dict) -> SpikingNetwork:
+    """The structure convert() gives for these options, with every scale 1: the shape a saved SNN's state dict
+    is loaded into (no calibration images needed)."""
+    o = conversion_options(**options)
+    return _build(reference_ann(model, o["leaky"]), REBUILD, o)
+
+
+def reference_ann(model: nn.Module, leaky: str = DEFAULTS["leaky"]) -> nn.Module:
+    """The ANN an SNN converted with these options approximates, as a float32 eval-mode copy: the model
+    itself, or with leaky="relu" the model with ReLU in place of leaky ReLU (what an SNN file keeps as its
+    reference)."""
+    if leaky not in LEAKY_MODES:
+        raise SpikedetError(f"leaky must be one of {LEAKY_MODES}, got {leaky!r}")
+    return (leaky_to_relu(model) if leaky == "relu" else copy.deepcopy(model)).float().eval()
+
+
+def _build(model: nn.Module, observers, o: dict) -> SpikingNetwork:
+    snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"]).build()
+    dual_error = getattr(model, "dual_error", None) or getattr(model, "yaml", {}).get("dual_error") or {}
+    o["timesteps"] = o["timesteps"] or dual_error.get("levels")
+    snn.meta.update(options=o, timesteps=o["timesteps"],
+                    family="darknet" if isinstance(model, DarknetModel) else "yolo")
+    return snn

@@ -1,0 +1,111 @@
+"""The layers of a converted network: spiking convolutions, integrating outputs, the spike max-pool, and
+stateless per-step ops. Each takes and returns a chunk (see neurons.py).
+
+Weights are stored normalized (Diehl et al. 2015; channel-wise as in Spiking-YOLO, Kim et al. 2020): each
+spiking layer's thresholds are 1 and its spikes are unit events, so the network can go to hardware with
+fixed thresholds.
+
+Each layer also takes closed_form.Counts (the counts after T steps, for burst networks) and returns the
+counts after T steps, without touching its state.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .closed_form import Counts, concat_counts, summed_current
+from .neurons import IFNeuron, MemoryModule, Static, apply_per_step, fold_time, unfold_time
+
+
+class SpikingConv(nn.Module):
+    """A convolution (batch-norm folded, weights normalized) driving IF neurons."""
+
+    def __init__(self, conv: nn.Conv2d, neuron: IFNeuron):
+        super().__init__()
+        self.conv, self.neuron = conv, neuron
+
+    def forward(self, x):
+        if isinstance(x, Counts):
+            return Counts(self.neuron.counts(summed_current(self.conv, x), x.steps), x.steps)
+        return self.neuron(apply_per_step(self.conv, x))
+
+
+class Integrator(MemoryModule):
+    """Non-spiking output convolution: accumulates its input current; the read-out is the mean per step.
+
+    Returns the running sum after every step of the chunk, so any-time read-outs at any step are free.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+        self.register_memory("total", None)
+
+    def forward(self, x) -> torch.Tensor:
+        if isinstance(x, Counts):  # the running sum after x.steps steps
+            return Counts(summed_current(self.conv, x), x.steps)
+        current = apply_per_step(self.conv, x)
+        if isinstance(current, Static):
+            current = current.x.unsqueeze(0).expand(current.steps, *current.x.shape)
+        running = current.cumsum(0)
+        if self.total is not None:
+            running = running + self.total
+        self.total = running[-1]
+        return running
+
+
+class SpikeMaxPool(MemoryModule):
+    """Max-pooling of spikes gated by spike counts (Rueckauer et al. 2017, sec. 2.4; sinabs' count-gated pool).
+
+    Each window passes, at each step, the spike of the input neuron with the highest spike count so far,
+    where a neuron that merely draws level with the current leader does not take the lead. That is the
+    same as emitting a spike exactly when the window's highest count rises, so the output count equals
+    the maximum input count after every step: the max-pool of the rates, with no overcounting on ties.
+    (A plain max of spikes per step passes any neuron's spike and overestimates.)
+    """
+
+    def __init__(self, pool: nn.MaxPool2d):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+        self.register_memory("counts", None)  # each input neuron's spike count so far
+        self.register_memory("leader_counts", None)  # each window's highest count so far
+
+    def forward(self, x):
+        if isinstance(x, Counts):  # the output count is the max input count
+            return x.map(lambda c: F.max_pool2d(c, self.kernel_size, self.stride, self.padding))
+        if isinstance(x, Static):
+            return Static(F.max_pool2d(x.x, self.kernel_size, self.stride, self.padding), x.steps)
+        counts = torch.cumsum(x, 0)
+        if self.counts is not None:
+            counts = counts + self.counts
+        self.counts = counts[-1]
+        pooled = F.max_pool2d(fold_time(counts), self.kernel_size, self.stride, self.padding)
+        highest = unfold_time(pooled, x.shape[0])
+        before = torch.zeros_like(highest[:1]) if self.leader_counts is None else self.leader_counts[None]
+        self.leader_counts = highest[-1]
+        return torch.diff(highest, dim=0, prepend=before)
+
+
+class PerStep(nn.Module):
+    """A stateless linear spatial op (zero-pad, nearest upsample, average pool) applied to every step."""
+
+    def __init__(self, op: nn.Module):
+        super().__init__()
+        self.op = op
+
+    def forward(self, x):
+        if isinstance(x, Counts):
+            return x.map(self.op)
+        return apply_per_step(self.op, x)
+
+
+class ConcatChannels(nn.Module):
+    """Concatenate feature maps along channels (dim 2 of a (t, B, C, H, W) chunk)."""
+
+    def forward(self, xs):
+        if isinstance(xs[0], Counts):
+            return concat_counts(xs)
+        if all(isinstance(x, Static) for x in xs):
+            return Static(torch.cat([x.x for x in xs], 1), xs[0].steps)
+        steps = next(x.shape[0] for x in xs if not isinstance(x, Static))
+        full = [x.x.unsqueeze(0).expand(steps, *x.x.shape) if isinstance(x, Static) else x for x in xs]
+        return torch.cat(full, 2)

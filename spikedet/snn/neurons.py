@@ -1,0 +1,185 @@
+"""Integrate-and-fire neurons, simulated a chunk of time steps at a time.
+
+A chunk is either a `Static` input (the same current at every step: the image under constant-current
+coding) or a tensor shaped (t, B, C, H, W) holding t consecutive steps. State (membrane potentials, spike
+counts) lives in the module as registered memories, carried from one chunk to the next until `reset()`, as
+in SpikingJelly's multi-step mode, so memory is bounded by the chunk length, not by T.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..defaults import CHOICES
+
+SPIKE_MODES = CHOICES["spikes"]
+RESET_MODES = CHOICES["reset"]
+
+
+@dataclass
+class Static:
+    """A current that is the same at every step; layers compute on it once instead of t times."""
+
+    x: torch.Tensor
+    steps: int
+
+
+def fold_time(x: torch.Tensor) -> torch.Tensor:
+    """(t, B, ...) -> (t * B, ...), so a chunk of steps runs as one batched operation."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def unfold_time(y: torch.Tensor, t: int) -> torch.Tensor:
+    return y.reshape(t, y.shape[0] // t, *y.shape[1:])
+
+
+def apply_per_step(fn, x):
+    """Apply a stateless spatial op to every step of a chunk (or once to a static current)."""
+    if isinstance(x, Static):
+        return Static(fn(x.x), x.steps)
+    return unfold_time(fn(fold_time(x)), x.shape[0])
+
+
+class MemoryModule(nn.Module):
+    """A module with state across steps: each memory is registered with its value at reset (SpikingJelly's
+    register_memory), and reset() restores them all, so no state is created anywhere else."""
+
+    def __init__(self):
+        super().__init__()
+        self._memories = {}
+
+    def register_memory(self, name: str, initial):
+        self._memories[name] = initial
+        setattr(self, name, initial)
+
+    def reset(self):
+        for name, initial in self._memories.items():
+            setattr(self, name, initial)
+
+
+def reset_net(module: nn.Module):
+    """Reset the state of every stateful layer (call between images)."""
+    for m in module.modules():
+        if isinstance(m, MemoryModule):
+            m.reset()
+
+
+class IFNeuron(MemoryModule):
+    """Integrate-and-fire neurons with unit threshold and reset by subtraction (or to zero).
+
+    Per step: v += I_t, then the neuron emits s_t and v -= s_t. v starts at v_init (0.5, half threshold,
+    centres the quantization error; or 0). What s_t may be:
+
+    - "binary": 1 where v >= 1, else 0 (Spiking-YOLO, the dual-error paper). Its count after T steps
+      depends on when input arrives: in deep layers early spikes later input does not support, and input
+      arriving too late to be answered, are the "unevenness error".
+    - "signed": also -1 where v < 0 and the neuron has a spike to take back (signed spikes, Fast-SNN, Hu et
+      al. 2023; TerMapping's double threshold, Yu et al. 2020): over-firing is corrected.
+    - "burst": s_t = floor(v), an integer event standing for that many spikes (burst / augmented spikes,
+      Li & Zeng 2022; AugMapping, Yu et al. 2020), kept so that 0 <= net count <= steps so far. After T
+      steps the net count is exactly clip(floor(total input + v_init), 0, T): the dual-error activation
+      with L = T, whatever the order in which the input arrived.
+
+    negative_slope = alpha: neurons for leaky ReLU. "binary" is then the signed neuron of Spiking-YOLO with
+    the imbalanced threshold: it also fires -1 when v <= -1/alpha, and v += 1/alpha. "burst" keeps the net
+    count at clip(floor(leaky(total input) + v_init), -t, t): the leaky activation quantized to 1/T.
+    Synaptic operations count |s_t|: a burst of k costs what k spikes cost.
+    """
+
+    def __init__(self, v_init: float = 0.5, reset: str = "subtract", spikes: str = "binary",
+                 negative_slope: float = None):
+        super().__init__()
+        if reset not in RESET_MODES:
+            raise ValueError(f"reset must be one of {RESET_MODES}, got {reset!r}")
+        if spikes not in SPIKE_MODES:
+            raise ValueError(f"spikes must be one of {SPIKE_MODES}, got {spikes!r}")
+        if (spikes != "binary" or negative_slope is not None) and reset != "subtract":
+            raise ValueError("signed, burst and leaky neurons need reset by subtraction")
+        if negative_slope is not None and not (0 < negative_slope < 1 and spikes != "signed"):
+            raise ValueError("leaky neurons need 0 < negative_slope < 1 and binary (Spiking-YOLO's imbalanced "
+                             "threshold) or burst events")
+        self.v_init, self.reset_mode, self.spikes = float(v_init), reset, spikes
+        self.negative_slope = negative_slope
+        self.register_memory("v", None)  # membrane potential, created at the first chunk's shape
+        self.register_memory("net", None)  # net spike count so far
+        self.register_memory("steps", 0)
+        self.register_memory("constant_input", True)  # every chunk so far was a Static current
+
+    def extra_repr(self):
+        return (f"v_init={self.v_init}, reset={self.reset_mode}, spikes={self.spikes}, "
+                f"negative_slope={self.negative_slope}")
+
+    def forward(self, current) -> torch.Tensor:
+        static = isinstance(current, Static)
+        steps = current.steps if static else current.shape[0]
+        if self.v is None:
+            first = current.x if static else current[0]
+            self.v, self.net = torch.full_like(first, self.v_init), torch.zeros_like(first)
+        self.constant_input = self.constant_input and static
+        if self.spikes == "burst":
+            return self._burst(current, steps)
+        if self.constant_input and self.reset_mode == "subtract" and self.negative_slope is None:
+            return self._burst(current, steps)  # constant input: binary and signed counts equal the burst's
+        return self._step_loop(current, steps)
+
+    def _step_loop(self, current, steps: int) -> torch.Tensor:
+        """Step by step, updating the state in place and writing each step's spikes straight into the output
+        (the same float operations, in the same order, as v = v + I; s = v >= 1; v = v - s)."""
+        static = isinstance(current, Static)
+        out = torch.empty((steps, *self.v.shape), dtype=self.v.dtype, device=self.v.device)
+        v = self.v  # the neuron's own tensor (created here or by _burst), updated in place
+        signed, slope = self.spikes == "signed", self.negative_slope
+        net = self.net.clone() if signed else None  # signed spikes need the count so far at every step
+        negative = torch.empty_like(v) if slope is not None else None
+        for k in range(steps):
+            s = out[k]
+            v.add_(current.x if static else current[k])
+            torch.ge(v, 1.0, out=s)
+            if signed:
+                s.sub_(((v < 0) & (net > 0)).to(v.dtype))
+                net.add_(s)
+            if slope is not None:  # a +1 spike takes 1 from v, a -1 spike gives 1/alpha back
+                torch.le(v, -1.0 / slope, out=negative)
+                v.sub_(s).add_(torch.div(negative, slope))
+                s.sub_(negative)
+            elif self.reset_mode == "subtract":
+                v.sub_(s)
+            else:
+                v.mul_(1.0 - s)
+        self.v, self.steps = v, self.steps + steps
+        self.net = net if signed else self.net + out.sum(0)
+        return out
+
+    def _burst(self, current, steps: int) -> torch.Tensor:
+        """Burst events in closed form: the net count after step t is the quantized activation of the input
+        summed so far, so a whole chunk is one cumulative sum, with no loop over steps.
+
+        It is also the count of binary and signed neurons while the input has been one constant since reset
+        (then v never goes below its start, no spike is taken back and none would be above 1 per step).
+        """
+        if isinstance(current, Static):
+            k = torch.arange(1, steps + 1, dtype=current.x.dtype, device=current.x.device)
+            increments = k.view(-1, *([1] * current.x.dim())) * current.x
+        else:
+            increments = current.cumsum(0)
+        total = (self.v + self.net - self.v_init) + increments  # input summed since reset, per step
+        t = torch.arange(self.steps + 1, self.steps + steps + 1, dtype=total.dtype, device=total.device)
+        counts = self.burst_count(total, t.view(-1, *([1] * (total.dim() - 1))))
+        out = torch.diff(counts, dim=0, prepend=self.net.unsqueeze(0))
+        self.steps += steps
+        self.net = counts[-1]
+        self.v = self.v_init + total[-1] - self.net
+        return out
+
+    def burst_count(self, total: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A burst neuron's net count after t steps whose input summed to `total`: the quantized activation."""
+        if self.negative_slope is None:
+            return torch.minimum(torch.floor(total + self.v_init).clamp(min=0), t)
+        leaky = torch.where(total >= 0, total, self.negative_slope * total)
+        return torch.maximum(torch.minimum(torch.floor(leaky + self.v_init), t), -t)
+
+    def counts(self, total: torch.Tensor, steps: int) -> torch.Tensor:
+        """The closed form (closed_form.py): net count after `steps` steps from the summed input, no state."""
+        if self.spikes != "burst":
+            raise ValueError(f"the closed form is exact only for burst neurons, not {self.spikes!r} ones")
+        return self.burst_count(total, torch.tensor(float(steps), dtype=total.dtype, device=total.device))

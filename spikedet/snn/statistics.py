@@ -1,0 +1,90 @@
+"""Spike statistics and the energy estimate, gathered by forward hooks only while a monitor is attached.
+
+SOP_l = (input events per input neuron) * MACs_l, i.e. input rate x T x MACs_l per image; a burst of k
+counts as k spikes. E_SNN = E_MAC * MACs(analog input layers) + E_AC * sum SOP, E_ANN = E_MAC * MACs.
+"""
+from collections import defaultdict
+
+from .layers import Integrator, SpikingConv
+from .neurons import IFNeuron, Static
+
+# Energy per operation, 45 nm CMOS (Horowitz, ISSCC 2014): a 32-bit float multiply-accumulate (3.7 pJ
+# multiply + 0.9 pJ add) for every ANN MAC and for the SNN's analog input layer; one 0.9 pJ add per
+# synaptic operation (a spike arriving at a synapse) elsewhere in the SNN.
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+
+
+class SpikeMonitor:
+    """Context manager: counts, per layer, the events arriving at its synapses, its MACs per image and the
+    spikes its neurons emit, for every simulation run while attached (SpikingJelly's monitors)."""
+
+    def __init__(self, network):
+        self.network = network
+        self.layers = {}  # name -> counters, in module order
+
+    def __enter__(self):
+        self.handles = []
+        for name, m in self.network.named_modules():
+            if isinstance(m, (SpikingConv, Integrator)):
+                self.layers[name] = defaultdict(float)
+                self.handles.append(m.register_forward_hook(self._synapse_hook(self.layers[name], m.conv)))
+                if isinstance(m, SpikingConv):
+                    self.handles.append(m.neuron.register_forward_hook(self._spike_hook(self.layers[name])))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        return False
+
+    @staticmethod
+    def _synapse_hook(row, conv):
+        fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+
+        def hook(_, inputs, output):
+            x = inputs[0]
+            row["macs"] = output[0, 0].numel() * fan_in
+            if not isinstance(x, Static):  # spike-driven: count arriving events
+                row["input_events"] += float(x.abs().sum())
+                row["input_neurons"] = x[0, 0].numel()
+        return hook
+
+    @staticmethod
+    def _spike_hook(row):
+        def hook(neuron: IFNeuron, _, output):
+            row["spikes"] += float(output.abs().sum())
+            row["neurons"] = output[0, 0].numel()
+        return hook
+
+    def clear(self):
+        """Start counting afresh (e.g. per image)."""
+        for row in self.layers.values():
+            row.clear()
+
+    def report(self, steps: int, batch_size: int) -> dict:
+        """Per-layer firing rates, spikes, synaptic operations and the energy estimate of what was run."""
+        rows, ann_macs, snn_mac_energy, sops = [], 0.0, 0.0, 0.0
+        for name, c in self.layers.items():
+            if not c["macs"]:
+                continue
+            ann_macs += c["macs"]
+            row = {"layer": name, "macs": c["macs"]}
+            if c["input_neurons"]:  # spike-driven: additions only
+                events = c["input_events"] / batch_size
+                row["input_rate"] = events / (c["input_neurons"] * steps) if steps else 0.0
+                row["sops"] = events / c["input_neurons"] * c["macs"]
+                sops += row["sops"]
+            else:  # analog input computed once per image (constant-current coding)
+                snn_mac_energy += E_MAC_PJ * c["macs"]
+                row["sops"] = 0.0
+            if c["neurons"]:
+                row["spikes"] = c["spikes"] / batch_size
+                row["firing_rate"] = row["spikes"] / (c["neurons"] * steps) if steps else 0.0
+            rows.append(row)
+        e_snn = snn_mac_energy + E_AC_PJ * sops
+        e_ann = E_MAC_PJ * ann_macs
+        return {"timesteps": steps, "layers": rows, "ann_macs": ann_macs, "snn_sops": sops,
+                "energy_pj": {"ann": e_ann, "snn": e_snn, "snn_over_ann": e_snn / e_ann if e_ann else None},
+                "energy_constants_pj": {"E_MAC": E_MAC_PJ, "E_AC": E_AC_PJ,
+                                        "source": "Horowitz 2014, 45 nm, 32-bit float"}}

@@ -1,0 +1,183 @@
+"""Dual-error distillation of a darknet network (spikedet.distill), on a tiny synthetic darknet."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from spikedet.darknet import ConvBlock, DarknetModel, load_darknet
+from spikedet.distill import (DistillImages, channel_scales, distill, head_loss, leaky_activations,
+                              load_batch, make_student, set_levels, training_images)
+from spikedet.errors import SpikedetError
+from spikedet.model.activation import DualErrorLeakyReLU, DualErrorSettings
+from spikedet.model.checkpoint import load_ann
+from spikedet.snn import convert
+from spikedet.snn.neurons import IFNeuron, Static
+
+from conftest import randomize, write_weights
+
+NC = 2
+
+
+def tiny_cfg(nc=NC):
+    """yolov3-tiny's layout (conv/pool backbone, two [yolo] levels, a route, an upsample, a concat) at 32 px."""
+    def conv(filters, size=3, bn=1, activation="leaky", stride=1):
+        return (f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride={stride}\npad=1\n"
+                f"activation={activation}\n\n")
+
+    def yolo(mask):
+        return (f"[yolo]\nmask={mask}\nanchors=4,6, 8,8, 12,10, 16,20, 24,24, 30,28\nclasses={nc}\nnum=6\n\n")
+
+    out = 3 * (5 + nc)
+    return ("[net]\nwidth=32\nheight=32\nchannels=3\n\n"
+            + conv(4) + "[maxpool]\nsize=2\nstride=2\n\n"          # 0, 1
+            + conv(8) + "[maxpool]\nsize=2\nstride=2\n\n"          # 2, 3
+            + conv(8) + "[maxpool]\nsize=2\nstride=2\n\n"          # 4, 5
+            + conv(12) + conv(out, 1, 0, "linear") + yolo("3,4,5")  # 6, 7, 8
+            + "[route]\nlayers=-3\n\n" + conv(6, 1)                # 9, 10
+            + "[upsample]\nstride=2\n\n[route]\nlayers=-1, 4\n\n"  # 11, 12
+            + conv(8) + conv(out, 1, 0, "linear") + yolo("0,1,2"))  # 13, 14, 15
+
+
+@pytest.fixture
+def files(tmp_path):
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(tiny_cfg())
+    names = tmp_path / "tiny.names"
+    names.write_text("cat\ndog\n")
+    weights = write_weights(randomize(DarknetModel(cfg), seed=1), tmp_path / "tiny.weights")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        image = (rng.random((40 + 4 * k, 48, 3)) * 255).astype(np.uint8)
+        cv2.rectangle(image, (5 + k, 6), (30, 25 + k), (20 * k, 200, 90), -1)
+        cv2.imwrite(str(folder / f"im{k}.jpg"), image)
+    return cfg, weights, names, folder
+
+
+def test_loss_decreases_on_a_fixed_batch(files):
+    cfg, weights, names, folder = files
+    torch.manual_seed(0)
+    teacher = load_darknet(cfg, weights, names)
+    x = load_batch(training_images(folder), 32)
+    student = make_student(teacher, 4, channel_scales(teacher, x))
+    student.eval()
+    opt = torch.optim.Adam([{"params": [p for n, p in student.named_parameters() if n.endswith(".lam")], "lr": 1e-2},
+                            {"params": [p for n, p in student.named_parameters() if not n.endswith(".lam")],
+                             "lr": 1e-3}])
+    with torch.no_grad():
+        t_maps = teacher(x)[1]
+    losses = []
+    for _ in range(25):
+        loss = head_loss(student(x)[1], t_maps, teacher.nc)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[0] > 0
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_head_loss_is_zero_only_when_student_equals_teacher(files):
+    cfg, weights, names, _ = files
+    teacher = load_darknet(cfg, weights, names)
+    maps = teacher(torch.rand(2, 3, 32, 32))[1]
+    same = head_loss(maps, maps, teacher.nc)
+    assert abs(float(same["loss"])) < 1e-5
+    moved = head_loss([m + 0.3 for m in maps], maps, teacher.nc)
+    assert moved["obj"] > 1e-4 and moved["box"] > 1e-4 and moved["cls"] > 1e-4
+
+
+def test_distill_writes_a_checkpoint_that_converts_without_calibration(files, tmp_path):
+    cfg, weights, names, folder = files
+    out = distill(weights, cfg, folder, tmp_path / "de.pt", levels=4, epochs=2, imgsz=32, batch=3,
+                  names=names, progress=False, feature_weight=1.0)
+    content = torch.load(out, weights_only=True)
+    record = content["distill"]
+    assert record["images"] == [f"im{k}.jpg" for k in range(6)]
+    assert record["levels"] == 4 and record["steps"] == 4 and not record["lambda_only"]
+    assert content["config"]["dual_error"]["levels"] == 4
+    model = load_ann(out)
+    acts = [m for m in model.modules() if isinstance(m, DualErrorLeakyReLU)]
+    assert len(acts) == 6 and all(a.settings.levels == 4 for a in acts)
+    assert list(model.names.values()) == ["cat", "dog"]
+    x = load_batch(training_images(folder), 32)
+    snn = convert(model, spikes="burst")  # learned lam: no calibration images
+    with torch.no_grad():
+        ann = model(x)[0]
+        for T in (4, 7):
+            stepped = snn.simulate(x, [T], method="steps")[T]
+            expected = set_levels(model, T)(x)[0]
+            assert torch.allclose(stepped, expected, atol=1e-4, rtol=1e-4), (T, (stepped - expected).abs().max())
+        set_levels(model, 4)
+    assert torch.allclose(snn.simulate(x, [4], method="steps")[4], ann, atol=1e-4, rtol=1e-4)
+
+
+def test_distill_is_deterministic_given_seed(files, tmp_path):
+    cfg, weights, names, folder = files
+    kw = dict(levels=4, epochs=1, imgsz=32, batch=3, names=names, progress=False, seed=3)
+    a = torch.load(distill(weights, cfg, folder, tmp_path / "a.pt", **kw), weights_only=True)["state_dict"]
+    b = torch.load(distill(weights, cfg, folder, tmp_path / "b.pt", **kw), weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lambda_only_changes_only_thresholds(files, tmp_path):
+    cfg, weights, names, folder = files
+    out = distill(weights, cfg, folder, tmp_path / "lam.pt", levels=4, epochs=2, imgsz=32, batch=3, names=names,
+                  progress=False, lambda_only=True, lam_lr=5e-2)
+    state = torch.load(out, weights_only=True)["state_dict"]
+    teacher = load_darknet(cfg, weights, names)
+    reference = {k: v.half() if v.is_floating_point() else v for k, v in teacher.state_dict().items()}
+    lam_keys = [k for k in state if k.endswith(".lam")]
+    assert len(lam_keys) == 6
+    for k, v in reference.items():
+        assert torch.equal(state[k], v), k
+    initial = channel_scales(teacher, load_batch(training_images(folder), 32))
+    assert any(not torch.allclose(state[k].float(), lam.half().float()) for k, lam in zip(lam_keys, initial))
+
+
+def test_dual_error_leaky_unit_is_the_burst_neuron_count():
+    torch.manual_seed(0)
+    L = 8
+    lam = torch.rand(5) * 2 + 0.5
+    unit = DualErrorLeakyReLU(5, DualErrorSettings(levels=L, granularity="channel"), 0.1)
+    with torch.no_grad():
+        unit.lam.copy_(lam)
+    currents = torch.randn(L, 3, 5, 4, 4) * 1.5  # a time-varying input, in units of lam per step
+    neuron = IFNeuron(0.5, "subtract", spikes="burst", negative_slope=0.1)
+    net = neuron(currents).sum(0)
+    x = currents.sum(0) / L * lam.view(1, -1, 1, 1)  # the mean input current, in activation units
+    expected = unit(x)
+    got = net * lam.view(1, -1, 1, 1) / L
+    scaled = x * L / lam.view(1, -1, 1, 1)
+    leaky = torch.where(scaled >= 0, scaled, 0.1 * scaled)
+    boundary = ((leaky + 0.5) - torch.round(leaky + 0.5)).abs() < 1e-4  # float rounding at a level boundary
+    assert (~boundary).sum() > 200
+    assert torch.allclose(got[~boundary], expected[~boundary], atol=1e-5)
+    assert got.abs().max() <= lam.max() + 1e-6 and (got < 0).any() and (got > 0).any()
+    # and the constant-current case, every step the same input
+    neuron.reset()
+    const = neuron(Static(currents[0], L)).sum(0)
+    x0 = currents[0] * lam.view(1, -1, 1, 1)
+    c = currents[0] * L
+    c = torch.where(c >= 0, c, 0.1 * c) + 0.5
+    ok = (c - torch.round(c)).abs() > 1e-4
+    assert torch.allclose((const * lam.view(1, -1, 1, 1) / L)[ok], unit(x0)[ok], atol=1e-5)
+
+
+def test_augmentation_gives_imgsz_crops_and_bad_inputs_fail(files, tmp_path):
+    cfg, weights, names, folder = files
+    data = DistillImages(training_images(folder), 32, seed=0)
+    a, b = data[0], data[0]
+    assert a.shape == (3, 32, 32) and torch.equal(a, b) and 0 <= float(a.min()) and float(a.max()) <= 1
+    data.epoch = 1
+    assert not torch.equal(a, data[0])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SpikedetError, match="no training images"):
+        distill(weights, cfg, empty, tmp_path / "x.pt", imgsz=32, progress=False)
+    with pytest.raises(SpikedetError, match="not found"):
+        distill(weights, cfg, tmp_path / "missing", tmp_path / "x.pt", imgsz=32, progress=False)
+    with pytest.raises(SpikedetError, match="multiple"):
+        distill(weights, cfg, folder, tmp_path / "x.pt", imgsz=36, progress=False, names=names)
+    assert len(leaky_activations(load_darknet(cfg, weights, names))) == 6
