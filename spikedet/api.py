@@ -13,11 +13,19 @@ A network file (an SNN, a spikedet checkpoint) or darknet `.weights` with `cfg=`
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .data.records import VOC_CLASSES, load_class_names
 from .defaults import DEFAULTS
+from .detect import detect, detections_in
+from .checks import OPTION_CHECKS, check_values
 from .errors import fail
 from .inference import StreamSettings, calibration_images
+from .model.checkpoint import load_ann, save_ann
+from .model.yolo import DualErrorYOLO
 from .networks import (class_names, default_imgsz, default_resize, default_timesteps, is_darknet, is_snn,
                        load_network)
+from .snn.convert import convert, reference_ann
+from .snn.files import save_snn
+from .validate import GroundTruth, evaluate_networks
 
 PathLike = Union[str, Path]
 
@@ -29,8 +37,6 @@ class SpikingYOLO:
                  names: Optional[PathLike] = None, **config_overrides):
         """model: a config name or YAML (configs/; overrides: scale, pool, dual_error), a spikedet file (ANN
         checkpoint or SNN), or darknet .weights with cfg= (and names=)."""
-        from .model.yolo import DualErrorYOLO
-
         self.ann = None  # an SNN's source ANN
         self.config = None  # a config not trained yet: (name or path, overrides)
         if cfg is not None or Path(model).suffix in (".pt", ".weights"):
@@ -55,8 +61,7 @@ class SpikingYOLO:
     def train(self, data: PathLike, **train_args) -> "SpikingYOLO":
         """Train with ultralytics' trainer (arguments: spikedet.train.train); the trained weights replace
         this network's. Returns self."""
-        from .model.checkpoint import load_ann
-        from .train import train
+        from .train import train  # on use: it loads ultralytics' whole training stack
 
         if self.config is None:
             raise fail(self.source, "train starts from a model config (pretrained weights: pretrained=...)")
@@ -72,9 +77,9 @@ class SpikingYOLO:
 
         calibration: a dataset YAML (its train split) or an image folder, for layers without a learned lambda.
         """
-        from .snn.convert import convert, reference_ann
-        from .snn.files import save_snn
-
+        check_values(imgsz=imgsz, calibration_count=calibration_count, percentile=options.get("percentile"),
+                     v_init=options.get("v_init"), timesteps=options.get("timesteps"),
+                     allow_long_t=options.pop("allow_long_t", False))
         if self.is_snn:
             raise fail(self.source, "already an SNN")
         resize = default_resize(self.network)
@@ -92,6 +97,8 @@ class SpikingYOLO:
     def stream_settings(self, timesteps: Optional[Sequence[int]] = None, **given) -> StreamSettings:
         """Settings for the inference stream: the given ones, else the network's and spikedet's defaults."""
         given = {k: v for k, v in given.items() if v is not None}
+        allow_long_t = given.pop("allow_long_t", False)
+        check_values(allow_long_t, timesteps=timesteps, **{k: v for k, v in given.items() if k in OPTION_CHECKS})
         if self.is_snn:
             given["timesteps"] = list(timesteps or [default_timesteps(self.network)])
         given.setdefault("imgsz", default_imgsz(self.network))
@@ -101,13 +108,17 @@ class SpikingYOLO:
 
     def val(self, gt_coco: Optional[PathLike] = None, gt_voc: Optional[PathLike] = None, split: str = "test",
             data: Optional[PathLike] = None, images: Optional[PathLike] = None,
-            timesteps: Sequence[int] = DEFAULTS["timesteps_eval"], max_images: Optional[int] = None,
+            timesteps: Optional[Sequence[int]] = None, max_images: Optional[int] = None,
             progress: bool = True, **stream) -> dict:
-        """mAP against COCO or VOC ground truth; an SNN is scored at every T of `timesteps` from one
-        simulation, and its source ANN too. data: a dataset YAML naming VOC classes."""
-        from .data.records import VOC_CLASSES, load_class_names
-        from .validate import GroundTruth, evaluate_networks
-
+        """mAP against COCO or VOC ground truth; an SNN is scored at every T of `timesteps` (default:
+        DEFAULTS["timesteps_eval"]) from one simulation, and its source ANN too. An ANN given timesteps is
+        converted in memory first (burst neurons, its learned thresholds). data: a dataset YAML naming VOC
+        classes."""
+        check_values(max_images=max_images)
+        if timesteps and not self.is_snn:
+            snn = self.convert(imgsz=stream.get("imgsz") or default_imgsz(self.network))
+            return snn.val(gt_coco, gt_voc, split, data, images, timesteps, max_images, progress, **stream)
+        timesteps = timesteps or DEFAULTS["timesteps_eval"]
         voc_names = load_class_names(data) if data else VOC_CLASSES
         truth = GroundTruth.read(gt_coco, gt_voc, split, images, voc_names, max_images)
         networks = [self.ann, self.network] if self.ann is not None else [self.network]
@@ -117,21 +128,24 @@ class SpikingYOLO:
                 project: PathLike = DEFAULTS["project_detect"], name: str = DEFAULTS["name"],
                 save_txt: bool = False, save_rates: bool = False, progress: bool = True, **stream):
         """Detections in an image, a folder, a glob or a video: a list of (key, [Detection, ...]); with
-        save=True also written to a new run folder (see spikedet.detect), and the DetectSummary returned."""
-        from .detect import detect, detections_in
+        save=True also written to a new run folder (see spikedet.detect), and the DetectSummary returned.
+        An ANN given timesteps is converted in memory first (burst neurons, its learned thresholds)."""
+        check_values(stream.get("allow_long_t", False), timesteps=timesteps, chunk=stream.get("chunk"))
+        if timesteps is not None and not self.is_snn:
+            snn = self.convert(imgsz=stream.get("imgsz") or default_imgsz(self.network))
+            return snn.predict(source, timesteps, save, project, name, save_txt, save_rates, progress, **stream)
+        if save_rates and not self.is_snn:
+            raise fail(self.source, "firing rates need an SNN (give timesteps to run this ANN as one)")
 
         stream.setdefault("conf", DEFAULTS["conf_detect"])
         stream.setdefault("iou", DEFAULTS["iou_detect"])
-        settings = self.stream_settings([timesteps] if timesteps else None, **stream)
+        settings = self.stream_settings(None if timesteps is None else [timesteps], **stream)
         if save:
             return detect(self.network, source, settings, project, name, save_txt, save_rates, progress)
         return [(key, dets) for key, _, dets in detections_in(self.network, source, settings, skipped=[])]
 
     def save(self, path: PathLike) -> Path:
         """Write this network as a spikedet file (an SNN with its source ANN, or an ANN checkpoint)."""
-        from .model.checkpoint import save_ann
-        from .snn.files import save_snn
-
         return save_snn(self.network, self.ann, path) if self.is_snn else save_ann(self.network, path)
 
     @property

@@ -59,6 +59,28 @@ def timesteps(text: str) -> int:
     return integer(1, None, "a number of time steps")(text)
 
 
+fraction = number(0, 1)  # conf, v_init
+percentile = number(0, 100, low_open=True)
+iou = number(0, 1, low_open=True)
+
+# Option name -> check, shared by the CLI's argument types and the Python API (check_values).
+OPTION_CHECKS = {"timesteps": timesteps, "imgsz": image_size, "batch": positive, "chunk": positive,
+                 "max_images": positive, "calibration_count": positive, "percentile": percentile,
+                 "v_init": fraction, "conf": fraction, "iou": iou}
+
+
+def check_values(allow_long_t: bool = False, **values):
+    """The API's check of option values (None: not given), as the CLI checks them: one-line SpikedetError."""
+    for name, value in values.items():
+        for v in (value if isinstance(value, (list, tuple)) else [] if value is None else [value]):
+            try:
+                OPTION_CHECKS[name](str(v))
+            except argparse.ArgumentTypeError as e:
+                raise SpikedetError(f"{name}: {e}") from None
+    steps = values.get("timesteps")
+    check_timesteps(steps if isinstance(steps, (list, tuple)) else [steps] if steps else [], allow_long_t)
+
+
 def check_timesteps(values, allow_long: bool, parser: argparse.ArgumentParser = None):
     """T above max_timesteps is refused unless allow_long. A SpikedetError, not parser.error: the CLI's main()
     turns it into the same one-line `error: argument --timesteps: ...` and returns 2 instead of exiting."""
@@ -66,6 +88,44 @@ def check_timesteps(values, allow_long: bool, parser: argparse.ArgumentParser = 
     if values and not allow_long and max(values) > limit:
         raise SpikedetError(f"argument --timesteps: T = {max(values)} is above {limit} (hours per image on a "
                             "CPU); add --allow-long-t to run it anyway")
+
+
+def device(text: str) -> str:
+    """cpu, cuda, cuda:N or mps, and present on this machine (torch would raise a traceback mid-run)."""
+    kind, colon, index = text.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()  # 0 without a driver, without raising
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine (use --device cpu)")
+        if index and int(index) >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), cuda:0 .. "
+                                             f"cuda:{count - 1}")
+    if kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no MPS device on this machine (use --device cpu)")
+    return text
+
+
+def training_device(text: str) -> str:
+    """ultralytics' training devices: those of device(), or CUDA indices such as 0 or 0,1 (several: DDP; -1:
+    ultralytics picks idle ones), present on this machine."""
+    parts = text.replace(" ", "").split(",")
+    if not all(p.isdigit() or p == "-1" for p in parts):
+        return device(text)
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine (use --device cpu)")
+    if any(p != "-1" and int(p) >= count for p in parts):
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), 0 .. {count - 1}")
+    return text
 
 
 def existing_file(text: str) -> str:

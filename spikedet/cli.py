@@ -50,6 +50,8 @@ def main(argv=None):
     sub = parser._subparsers._group_actions[0].choices[args.command]
     try:
         return COMMANDS[args.command][1](args, sub) or 0
+    except SystemExit as e:  # a command's own parser.error: already printed as one line
+        return e.code
     except SpikedetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -78,17 +80,21 @@ def _timesteps_arguments(parser, nargs, default_text):
 def _stream_arguments(parser, conf: float, iou_text: str):
     parser.add_argument("--imgsz", type=checks.image_size, help="network input size (default: the SNN's, else "
                         f"{DEFAULTS['imgsz']})")
-    parser.add_argument("--conf", type=checks.number(0, 1), default=conf, help=f"score threshold (default: {conf})")
-    parser.add_argument("--iou", type=checks.number(0, 1, low_open=True), help=f"NMS IoU threshold ({iou_text})")
+    parser.add_argument("--conf", type=checks.fraction, default=conf, help=f"score threshold (default: {conf})")
+    parser.add_argument("--iou", type=checks.iou, help=f"NMS IoU threshold ({iou_text})")
     parser.add_argument("--chunk", type=checks.positive, default=DEFAULTS["chunk"],
                         help=f"time steps per batched layer call (default: {DEFAULTS['chunk']})")
     parser.add_argument("--resize", choices=CHOICES["resize"],
                         help="default: stretch for darknet networks, letterbox for spikedet-trained ones")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--device", type=checks.device, default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--method", choices=CHOICES["method"],
+                        help="SNN: closed-form (exact shortcut for burst neurons; their default unless spike "
+                             "statistics are asked for) or steps (the simulation; the default otherwise)")
 
 
 def _stream_options(args) -> dict:
-    return {k: getattr(args, k) for k in ("imgsz", "conf", "iou", "chunk", "resize", "device")}
+    return {k: getattr(args, k) for k in ("imgsz", "conf", "iou", "chunk", "resize", "device", "method",
+                                          "allow_long_t")}
 
 
 # Subcommands, one block each, in pipeline order.
@@ -122,10 +128,12 @@ def _add_train_arguments(parser):
     parser.add_argument("--data", type=checks.existing_file,
                         help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")
     parser.add_argument("--model", default=DEFAULTS["model"], help="model config name or YAML (configs/)")
-    parser.add_argument("--epochs", type=checks.positive, default=DEFAULTS["epochs"])
+    parser.add_argument("--epochs", type=checks.positive, help=f"default: {DEFAULTS['epochs']} ({DEFAULTS['epochs_distill']} "
+                        "with --distill)")
     parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
-    parser.add_argument("--batch", type=checks.positive, default=DEFAULTS["batch_train"])
-    parser.add_argument("--device", help="cpu, 0, 0,1 (several GPUs train with DDP)")
+    parser.add_argument("--batch", type=checks.positive, help=f"default: {DEFAULTS['batch_train']} "
+                        f"({DEFAULTS['batch_distill']} with --distill)")
+    parser.add_argument("--device", type=checks.training_device, help="cpu, 0, 0,1 (several GPUs train with DDP)")
     parser.add_argument("--resume", metavar="LAST.pt", type=checks.existing_file,
                         help="resume an interrupted run from its last.pt")
     parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_train"])
@@ -148,10 +156,22 @@ def _add_train_arguments(parser):
     de.add_argument("--clip", type=checks.boolean, help="inject the clipping error (true/false)")
     de.add_argument("--quantize", type=checks.boolean, help="inject the quantization error (true/false)")
     de.add_argument("--relu", action="store_true", help="plain ReLU baseline: --clip false --quantize false")
+    kd = parser.add_argument_group("distillation of a darknet network (--distill; labels not needed)")
+    kd.add_argument("--distill", action="store_true",
+                    help="fine-tune darknet --weights/--cfg into its dual-error copy, taught by the float network")
+    kd.add_argument("--weights", type=checks.existing_file, help="the darknet .weights (the teacher)")
+    kd.add_argument("--cfg", type=checks.existing_file, help="its .cfg")
+    kd.add_argument("--names", type=checks.existing_file, help="its .names (default: beside the cfg)")
+    kd.add_argument("--images", type=checks.existing_path, help="training images: a folder or a dataset YAML")
+    kd.add_argument("--output", type=checks.output_file, help="the checkpoint to write")
+    kd.add_argument("--lambda-only", action="store_true",
+                    help="learn only the thresholds lambda (weights frozen): the calibration baseline")
 
 
 @command("train", help="train a dual-error Tiny-YOLO with ultralytics' trainer")(_add_train_arguments)
 def _run_train(args, parser):
+    if args.distill:
+        return _run_distill(args, parser)
     from .train import train
 
     if not args.data and not args.resume:
@@ -160,13 +180,29 @@ def _run_train(args, parser):
                   if getattr(args, k) is not None}
     if args.relu:
         dual_error.update(clip=False, quantize=False)
-    options = dict(model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+    options = dict(model=args.model, epochs=args.epochs or DEFAULTS["epochs"], imgsz=args.imgsz,
+                   batch=args.batch or DEFAULTS["batch_train"],
                    device=args.device, resume=args.resume or False, project=args.project, name=args.name,
                    scale=args.scale, pool=args.pool, dual_error=dual_error, pretrained=args.pretrained,
                    pretrained_darknet=args.pretrained_darknet, darknet_cfg=args.darknet_cfg, seed=args.seed,
                    workers=args.workers, plots=args.plots)
     best = train(args.data, **{**options, **dict(args.overrides)})
     print(f"trained weights: {best}")
+
+
+def _run_distill(args, parser):
+    from .distill import distill
+
+    missing = [f"--{k}" for k in ("weights", "cfg", "images", "output") if not getattr(args, k)]
+    if missing:
+        parser.error(f"--distill needs {', '.join(missing)}")
+    if args.data or args.resume or args.pretrained:
+        parser.error("--distill takes its images from --images (no --data, --resume or --pretrained)")
+    best = distill(args.weights, args.cfg, args.images, args.output, levels=args.levels or DEFAULTS["levels_distill"],
+                   epochs=args.epochs or DEFAULTS["epochs_distill"], imgsz=args.imgsz,
+                   batch=args.batch or DEFAULTS["batch_distill"], lambda_only=args.lambda_only, seed=args.seed,
+                   names=args.names, **dict(args.overrides))
+    print(f"distilled weights: {best}")
 
 
 # --- convert ------------------------------------------------------------------------------------------------
@@ -182,9 +218,9 @@ def _add_convert_arguments(parser):
                         help=f"images used (default: {DEFAULTS['calibration_count']})")
     parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
     parser.add_argument("--normalization", choices=CHOICES["normalization"], default=DEFAULTS["normalization"])
-    parser.add_argument("--percentile", type=checks.number(0, 100, low_open=True), default=DEFAULTS["percentile"],
+    parser.add_argument("--percentile", type=checks.percentile, default=DEFAULTS["percentile"],
                         help=f"activation percentile, in (0, 100]; 100 = max (default: {DEFAULTS['percentile']})")
-    parser.add_argument("--v-init", type=checks.number(0, 1), default=DEFAULTS["v_init"],
+    parser.add_argument("--v-init", type=checks.fraction, default=DEFAULTS["v_init"],
                         help="initial membrane potential / threshold, in [0, 1]")
     parser.add_argument("--reset", choices=CHOICES["reset"], default=DEFAULTS["reset"])
     parser.add_argument("--spikes", choices=CHOICES["spikes"], default=DEFAULTS["spikes"],
@@ -200,7 +236,8 @@ def _run_convert(args, parser):
     checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
     snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
                               normalization=args.normalization, percentile=args.percentile, v_init=args.v_init,
-                              reset=args.reset, spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps)
+                              reset=args.reset, spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
+                              allow_long_t=args.allow_long_t)
     layers = len(snn.network.meta["scales"])
     print(f"converted {layers} spiking layers ({args.normalization}-wise normalization, {args.spikes} spikes)"
           f" -> {args.output}")
@@ -253,11 +290,11 @@ def _run_eval(args, parser):
 
     if args.gt_coco and args.data:
         parser.error(f"--data names VOC classes; COCO takes them from {args.gt_coco}")
-    if args.detections and args.max_images:
-        parser.error("--max-images applies to --weights (a detections file is scored as it is)")
+    if args.detections and (args.max_images or args.plot or args.timesteps):
+        parser.error("--max-images, --plot and --timesteps apply to --weights (a detections file is scored as it is)")
     checks.check_timesteps(args.timesteps, args.allow_long_t, parser)
     results = _score_network(args) if args.weights else _score_detections(args)
-    if args.json:
+    if args.json and results is not None:
         atomic_write_json(args.json, results)
 
 
@@ -277,12 +314,16 @@ def _score_detections(args):
 
 
 def _score_network(args):
+    from .distributed import init_from_env
     from .eval.report import format_smallest_t, format_sweep_table, format_timing, plot_sweep, smallest_t
 
+    args.device = init_from_env(args.device)
     model = _open(args)
     results = model.val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
-                        args.timesteps or DEFAULTS["timesteps_eval"], args.max_images, batch=args.batch,
+                        args.timesteps, args.max_images, batch=args.batch,
                         **_stream_options(args))
+    if results is None:  # a torchrun process other than rank 0: rank 0 reports
+        return None
     results["smallest_t"] = smallest_t(results)
     print(format_sweep_table(results))
     print(format_smallest_t(results["smallest_t"]))

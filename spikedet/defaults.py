@@ -10,7 +10,7 @@ CHOICES = {
     "pool": ("max", "avg", "conv"),  # what a model config's max-pools become
     "granularity": ("layer", "channel"),  # one dual-error lambda per layer or per channel
     "lambda_grad": ("residue", "zero"),
-    "device": ("cpu", "cuda", "cuda:N"),  # shown in help; checked by torch
+    "method": ("steps", "closed-form"),  # how an SNN is run (snn.engine; the closed form: burst neurons only)
 }
 
 DEFAULTS = {
@@ -48,4 +48,8 @@ DEFAULTS = {
     "batch_train": 16,
     "workers": 8,
     "seed": 0,
+    # distillation of a darknet network (spikedet.distill)
+    "levels_distill": 8,
+    "epochs_distill": 30,
+    "batch_distill": 8,
 }

@@ -46,10 +46,14 @@ def next_run_folder(project: Union[str, Path], name: str = DEFAULTS["name"]) -> 
     ultralytics' increment_path (which checks, then creates), mkdir either creates a folder or fails, so two
     runs started at once never share a folder and overwrite each other's files."""
     project = Path(project)
+    if not name or name in (".", "..") or Path(name).name != name:
+        raise SpikedetError(f"run name {name!r} must be a plain folder name (no path separators)")
     try:
         project.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise fail(project, "is a file, expected a folder for run outputs") from None
+    except PermissionError:
+        raise fail(project, "cannot be created: permission denied") from None
     for n in range(1, 10000):
         folder = project / (name if n == 1 else f"{name}{n}")
         try:
@@ -57,6 +61,8 @@ def next_run_folder(project: Union[str, Path], name: str = DEFAULTS["name"]) -> 
             return folder
         except FileExistsError:
             continue
+        except PermissionError:
+            raise fail(project, "cannot be written: permission denied") from None
     raise fail(project, f"no free run folder name for {name!r}")
 
 
@@ -148,12 +154,13 @@ def _write_detections(summary: DetectSummary, network, source, settings: StreamS
     from ultralytics.utils import TQDM
 
     names = class_names(network)
-    rates = []
+    rates, written = [], set()
     bar = TQDM(desc="detecting", unit="image", disable=not progress)
     with SpikeMonitor(network) if save_rates else contextlib.nullcontext() as monitor:
         for key, image, dets in detections_in(network, source, settings, summary.skipped):
             result = Results(image, path=key, names=names, boxes=_boxes(dets))
-            _write_image(summary.output / (key if is_image_file(Path(key)) else f"{key}.jpg"), result.plot())
+            image_path = summary.output / (key if is_image_file(Path(key)) else f"{key}.jpg")
+            _write_image(image_path, result.plot(), written)
             if save_txt:
                 _save_txt(result, summary.output / "labels" / f"{key}.txt")
             if monitor is not None:
@@ -171,13 +178,22 @@ def _write_detections(summary: DetectSummary, network, source, settings: StreamS
         atomic_write_json(summary.output / "firing_rates.json", rates)
 
 
-def _write_image(path: Path, image: np.ndarray):
-    """In the input's own format where OpenCV writes it, else as JPEG beside it (name + .jpg)."""
-    ok, encoded = cv2.imencode(path.suffix, image)
+def _write_image(path: Path, image: np.ndarray, written: set):
+    """In the input's own format where OpenCV writes it, else as JPEG (name + .jpg: OpenCV reads .mpo, .dng
+    or .heic files it cannot write). `written`: the files of this run so far; a name already taken (an input
+    named like another's JPEG fallback) gets ~2, ~3, ... before its suffix, so nothing is overwritten."""
+    try:
+        ok, encoded = cv2.imencode(path.suffix, image)
+    except cv2.error:
+        ok = False
     if not ok:
         path = path.with_name(path.name + ".jpg")
         _, encoded = cv2.imencode(".jpg", image)
-    atomic_write_bytes(path, encoded.tobytes())
+    candidate, n = path, 2
+    while candidate in written:
+        candidate, n = path.with_name(f"{path.stem}~{n}{path.suffix}"), n + 1
+    written.add(candidate)
+    atomic_write_bytes(candidate, encoded.tobytes())
 
 
 def _boxes(dets: List[Detection]) -> torch.Tensor:

@@ -315,7 +315,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
                 if capture is not None:
                     feat = feature_loss(capture[1].outputs, capture[0].outputs, fixed_scales)
                     loss = loss + feature_weight * feat
-                    out["feat"] = float(feat)
+                    out["feat"] = float(feat.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

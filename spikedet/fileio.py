@@ -7,6 +7,7 @@ names the file.
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -79,9 +80,15 @@ def load_torch_file(path):
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():  # not a pickle of objects at all: damaged or another format
             raise fail(path, "not a readable PyTorch file (UnpicklingError)") from None
-        raise fail(path, "holds pickled Python objects (an ultralytics or other PyTorch checkpoint), which can "
-                         "run code when opened; spikedet reads only its own files of tensors and plain values: "
-                         "train with tools/train.py, or save a state dict from a file you trust") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))  # the first object torch refused, named, never built
+        what = found.group(1) if found else "unknown"
+        if what.split(".")[0] == "spikedet":  # spikedet <= 0.1 pickled whole networks
+            raise fail(path, f"holds pickled Python objects ({what}): a file of an older spikedet, before its "
+                             "versioned formats, which can run code when opened; this spikedet reads its files of "
+                             "tensors and plain values only: convert (or train) again with this spikedet") from None
+        raise fail(path, f"holds pickled Python objects ({what}: an ultralytics or other PyTorch checkpoint), "
+                         "which can run code when opened; spikedet reads only its own files of tensors and plain "
+                         "values: train with tools/train.py, or save a state dict from a file you trust") from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise fail(path, f"not a readable PyTorch file ({e.__class__.__name__})") from None
 

@@ -16,6 +16,7 @@ import torch
 from torchvision.ops import batched_nms, box_convert
 from ultralytics.data.utils import IMG_FORMATS
 
+from .data.yolo import read_yolo
 from .defaults import CHOICES, DEFAULTS
 from .errors import SpikedetError, fail
 from .networks import default_eval_iou, default_resize, is_snn
@@ -96,12 +97,13 @@ def postprocess(raw: torch.Tensor, input_size: int, original_shapes: Sequence, r
 
 @torch.no_grad()
 def run_network(network, batch: torch.Tensor, timesteps: Optional[Sequence[int]] = None,
-                chunk: int = DEFAULTS["chunk"]) -> Dict[Optional[int], torch.Tensor]:
-    """Raw outputs: {None: ann_output} for an ANN, {T: output} for an SNN at each requested T."""
+                chunk: int = DEFAULTS["chunk"], method: Optional[str] = None) -> Dict[Optional[int], torch.Tensor]:
+    """Raw outputs: {None: ann_output} for an ANN, {T: output} for an SNN at each requested T (method:
+    "steps" or "closed-form"; None: the engine's default for the network)."""
     if is_snn(network):
         if not timesteps:
             raise SpikedetError("an SNN needs the time steps to simulate")
-        return network.simulate(batch, timesteps, chunk=chunk)
+        return network.simulate(batch, timesteps, chunk=chunk, method=method)
     return {None: network(batch)[0]}
 
 
@@ -117,6 +119,7 @@ class StreamSettings:
     iou: Optional[float] = None
     chunk: int = DEFAULTS["chunk"]
     device: str = "cpu"
+    method: Optional[str] = None  # SNN: "steps" or "closed-form" (burst networks); None: the engine's default
 
 
 def stream(network, frames: Iterable[Tuple[object, np.ndarray]], settings: StreamSettings
@@ -140,7 +143,7 @@ def _run_batch(network, batch, s: StreamSettings, resize: str, iou: float):
     tensor = torch.stack([preprocess(im, s.imgsz, resize) for im in images]).to(s.device)
     shapes = [im.shape for im in images]
     outputs = {key: postprocess(raw.cpu(), s.imgsz, shapes, resize, s.conf, iou)
-               for key, raw in run_network(network, tensor, s.timesteps, s.chunk).items()}
+               for key, raw in run_network(network, tensor, s.timesteps, s.chunk, s.method).items()}
     return keys, tensor, outputs
 
 
@@ -153,8 +156,6 @@ def calibration_images(source, imgsz: int, count: int = DEFAULTS["calibration_co
                        resize: str = "letterbox") -> torch.Tensor:
     """The first `count` readable images (sorted, so reproducible) of a dataset YAML's train split or of a
     folder; unreadable ones are skipped with a warning, as detect skips them."""
-    from .data.yolo import read_yolo
-
     source = Path(source)
     if source.suffix in (".yaml", ".yml"):
         paths = sorted(r.path for r in read_yolo(source, "train"))

@@ -62,6 +62,8 @@ def train(data: Optional[Union[str, Path]], model: Union[str, Path] = DEFAULTS["
         _training_state(last)  # a one-line error for anything but a spikedet last.pt with its training state
         args.update(model=str(last), resume=str(last))
     else:
+        if pretrained:
+            load_ann(pretrained)  # spikedet files only, checked before anything is written: nothing pickled runs
         config = load_model_config(model, scale=scale, pool=pool, dual_error=dual_error)
         if pretrained_darknet:
             if pretrained:
@@ -69,7 +71,6 @@ def train(data: Optional[Union[str, Path]], model: Union[str, Path] = DEFAULTS["
             config["pretrained_darknet"] = _darknet_source(pretrained_darknet, darknet_cfg)
         args["model"] = str(_write_resolved_config(config, Path(project)))
         if pretrained:
-            load_ann(pretrained)  # spikedet files only: nothing pickled is ever opened
             args["pretrained"] = str(pretrained)
     trainer = SpikingTrainer(overrides=args)
     trainer.train()
@@ -228,15 +229,48 @@ def _plain(value):
 
 
 def check_dataset_yaml(path) -> dict:
-    """An ultralytics dataset YAML checked before training: readable, class names, existing image folders
-    (ultralytics would raise a traceback for each of these)."""
+    """An ultralytics dataset YAML checked before training: readable, class names, and the image folders of
+    train and val found where ultralytics will look for them (it raises a traceback for each of these).
+
+    The folders are resolved as ultralytics' check_det_dataset resolves them (a relative `path` from the
+    current folder, else from its datasets folder), because when val is missing there ultralytics runs the
+    YAML's `download` entry: a bash script or Python code. A `download` that is not a URL is refused as well:
+    spikedet runs no code from a data file.
+    """
     cfg = read_yaml(path, "dataset YAML")
-    class_names_of(cfg, path)
-    root = Path(path).parent / (cfg.get("path") or "")
+    names = class_names_of(cfg, path)
+    if cfg.get("nc") is not None and cfg["nc"] != len(names):
+        raise fail(path, f"nc: {cfg['nc']!r} does not match the {len(names)} class names")
+    download = cfg.get("download")
+    if download is not None and not (isinstance(download, str) and download.startswith(("http://", "https://"))):
+        raise fail(path, "its `download` entry is a script or Python code, which ultralytics runs when images are "
+                         "missing; spikedet runs no code from a data file: fetch the images and remove the entry")
+    root = _ultralytics_dataset_root(path, cfg)
     for split in ("train", "val"):
         if not cfg.get(split):
             raise fail(path, f"no '{split}' split")
         for entry in cfg[split] if isinstance(cfg[split], list) else [cfg[split]]:
-            if not (root / entry).exists():
-                raise fail(path, f"{split} images not found: {root / entry}")
+            if not isinstance(entry, str):
+                raise fail(path, f"'{split}' must name image folders or list files, got {entry!r}")
+            found = (root / entry).resolve()
+            if not found.exists() and entry.startswith("../"):  # as ultralytics tries it
+                found = (root / entry[3:]).resolve()
+            if not found.exists():
+                hint = ("" if Path(cfg.get("path") or "/").is_absolute() else
+                        " (ultralytics reads a relative `path` from the current folder, else from its datasets "
+                        "folder: give an absolute path)")
+                raise fail(path, f"{split} images not found: {found}{hint}")
     return cfg
+
+
+def _ultralytics_dataset_root(path, cfg: dict) -> Path:
+    """The dataset root ultralytics' check_det_dataset uses for this YAML."""
+    from ultralytics.utils import DATASETS_DIR
+
+    given = cfg.get("path")
+    if given is not None and not isinstance(given, str):
+        raise fail(path, f"`path` must be a folder, got {given!r}")
+    root = Path(given or Path(path).parent)
+    if not root.exists() and not root.is_absolute():
+        root = (DATASETS_DIR / root).resolve()
+    return root

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 from .data.coco import read_coco
 from .data.records import COCO_TO_VOC_NAMES, VOC_CLASSES, ImageRecord
 from .data.voc import read_voc
+from .distributed import is_main, shard, unshard
 from .errors import SpikedetError, fail
 from .eval import evaluate_coco, evaluate_voc_records
 from .eval.coco_map import load_coco_gt
@@ -82,27 +83,34 @@ class GroundTruth:
 
 
 def detect_records(network, truth: GroundTruth, settings: StreamSettings,
-                   progress: bool = True) -> Dict[Optional[int], List[List[Detection]]]:
-    """Run the network over the ground truth's images: {None or T: per image, its detections}."""
+                   progress: bool = True) -> Optional[Dict[Optional[int], List[List[Detection]]]]:
+    """Run the network over the ground truth's images: {None or T: per image, its detections}. Under
+    torchrun each process runs its shard and rank 0 gets them all (other ranks: None)."""
     from ultralytics.utils import TQDM
 
-    frames = ((r.image_id, load_image(r.path)) for r in truth.records)
+    records = shard(truth.records)
+    frames = ((r.image_id, load_image(r.path)) for r in records)
     outputs: Dict[Optional[int], list] = {}
-    bar = TQDM(total=len(truth.records), desc="detecting", disable=not progress)
+    bar = TQDM(total=len(records), desc="detecting", disable=not (progress and is_main()))
     for keys, _, batch in stream(network, frames, settings):
         for key, dets in batch.items():
             outputs.setdefault(key, []).extend(dets)
         bar.update(len(keys))
     bar.close()
-    return outputs
+    merged = unshard([{key: dets[i] for key, dets in outputs.items()} for i in range(len(records))],
+                     len(truth.records))
+    return None if merged is None else {key: [image[key] for image in merged] for key in outputs}
 
 
 def evaluate_network(network, truth: GroundTruth, settings: StreamSettings, progress: bool = True) -> dict:
     """{"ann": metrics} for an ANN or {"snn": {T: metrics}} for an SNN (metrics as in spikedet.eval), with
-    {"seconds_per_image": {"ann" or "snn": wall time}} (an SNN's: the simulation to the largest T)."""
+    {"seconds_per_image": {"ann" or "snn": wall time}} (an SNN's: the simulation to the largest T; under
+    torchrun, wall time over all images). None on torchrun ranks other than 0."""
     labels = truth.label_map(class_names(network))
     started = time.perf_counter()
     outputs = detect_records(network.to(settings.device), truth, settings, progress)
+    if outputs is None:  # a torchrun process other than rank 0: its detections went to rank 0
+        return None
     seconds = (time.perf_counter() - started) / len(truth.records)
     scored = {key: truth.score(truth.results(dets, labels)) for key, dets in outputs.items()}
     if is_snn(network):
@@ -117,6 +125,8 @@ def evaluate_networks(networks: Sequence, truth: GroundTruth, settings: StreamSe
     merged = {"seconds_per_image": {}}
     for network in networks:
         scored = evaluate_network(network, truth, settings, progress)
+        if scored is None:  # not rank 0 under torchrun: run the next network's shard too, report nothing
+            continue
         merged["seconds_per_image"].update(scored.pop("seconds_per_image"))
         merged.update(scored)
-    return merged
+    return merged if is_main() else None

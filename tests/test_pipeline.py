@@ -92,3 +92,25 @@ def test_readme_python_api_example(trained, tmp_path):
     exec(compile(example, "README.md", "exec"), scope)
     assert scope["scores"]["snn"][16] is not None and (tmp_path / "shapes.snn.pt").is_file()
     assert scope["detections"] and all(isinstance(key, str) for key, _ in scope["detections"])
+
+
+def test_torchrun_shards_images_and_scores_as_one_process(trained, tmp_path):
+    """Two CPU processes under gloo (torchrun) give the mAP one process gives, written once by rank 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data, weights, root = trained
+    snn = root / "net-dist.snn.pt"
+    assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64"]) == 0
+    args = ["--weights", str(snn), "--gt-coco", str(data["coco"]["test"]), "--timesteps", "2", "4",
+            "--conf", "0.0"]
+    assert main(["eval", *args, "--json", str(tmp_path / "one.json")]) == 0
+    tool = Path(__file__).resolve().parents[1] / "tools" / "eval_map.py"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(tool), *args, "--json", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["ann"] == two["ann"] and one["snn"] == two["snn"]
+    assert run.stdout.count("SNN T=4") == 1  # only rank 0 reports

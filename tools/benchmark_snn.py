@@ -10,10 +10,11 @@ darknet .cfg with random weights, or a network file (--weights: an SNN file, a s
 With --peer spikingjelly (an optional extra: pip install '.[bench]'), the same SNN is also built in SpikingJelly
 (tools/spikingjelly_peer.py) in two variants: spikedet's count-gated max-pool inside (the heads must agree) and
 SpikingJelly's plain multi-step max-pool. Per T, one subprocess times the ANN, spikedet and both peers
-interleaved (--repeat rounds, order rotated each round; min and median), and checks head agreement; then one
-fresh subprocess per (tool, T) measures its peak RSS. Peer comparison needs binary IF neurons: spikes default
-to binary, and a darknet .cfg built here has its leaky units replaced by ReLU (SpikingJelly has no neuron with
-leaky / negative events); an SNN file with other neurons is refused with a one-line message.
+interleaved (--repeat rounds, the order rotated each round, 5 ANN passes per round; min and median), and
+checks head agreement; then one fresh subprocess per (tool, T) measures its peak RSS. Peer comparison needs
+binary IF neurons: spikes default to binary, and a darknet .cfg built here has its leaky units replaced by
+ReLU (SpikingJelly has no neuron with leaky / negative events); an SNN file with other neurons is refused
+with a one-line message.
 
     python tools/benchmark_snn.py                       # yolov3-tiny, 416 px, T = 8 16 32 64, CPU
     python tools/benchmark_snn.py --device cuda --timesteps 16 64 256 --batch 8
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/spikingjelly_p
 PEERS = ("spikingjelly",)
 TOOLS = ("ann", "spikedet", "spikingjelly", "spikingjelly_plain_pool")
 PEER_POOL = {"spikingjelly": "shared", "spikingjelly_plain_pool": "plain"}
+ANN_PASSES = 5  # ANN passes per round of the interleaved timing
 
 
 def loadavg() -> list:
@@ -164,11 +166,12 @@ def time_peer(cfg: str, scale: str, imgsz: int, batch: int, timesteps: int, chun
         for r in range(repeat):
             order = TOOLS[r % len(TOOLS):] + TOOLS[:r % len(TOOLS)]  # rotated, so no tool always goes first
             for tool in order:
-                _sync(device)
-                start = time.perf_counter()
-                out = runs[tool]()
-                _sync(device)
-                times[tool].append((time.perf_counter() - start) / batch)
+                for _ in range(ANN_PASSES if tool == "ann" else 1):  # one ANN pass is short: sample it more
+                    _sync(device)
+                    start = time.perf_counter()
+                    out = runs[tool]()
+                    _sync(device)
+                    times[tool].append((time.perf_counter() - start) / batch)
                 outputs.setdefault(tool, out)
             loads.append(loadavg())
     ref = outputs["spikedet"]

@@ -2,6 +2,8 @@
 import io
 from typing import Dict, Optional
 
+from ..fileio import atomic_write_bytes
+
 # What each COCO metric averages over, in COCOeval.summarize()'s words.
 COCO_METRIC_SCOPES = {
     "AP": "IoU=0.50:0.95  area=all     maxDets=100",
@@ -113,8 +115,6 @@ def plot_sweep(results: dict, path, title: str = "mAP vs time steps") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_write_bytes
 
     snn = results.get("snn", {})
     steps = [int(t) for t in snn]

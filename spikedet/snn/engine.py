@@ -14,14 +14,14 @@ from typing import Dict, Iterable, List
 import torch
 from torch import nn
 
-from ..defaults import DEFAULTS
+from ..defaults import CHOICES, DEFAULTS
 from ..routing import routed_input, run_routed
 from ..errors import SpikedetError
 from .closed_form import Counts, check_burst
 from .neurons import IFNeuron, Static, reset_net
 
 CODINGS = ("constant", "poisson")
-METHODS = ("steps", "closed-form")
+METHODS = CHOICES["method"]
 
 
 class SpikingNetwork(nn.Module):

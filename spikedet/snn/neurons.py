@@ -5,6 +5,9 @@ coding) or a tensor shaped (t, B, C, H, W) holding t consecutive steps. State (m
 counts) lives in the module as registered memories, carried from one chunk to the next until `reset()`, as
 in SpikingJelly's multi-step mode, so memory is bounded by the chunk length, not by T.
 """
+import functools
+import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -123,32 +126,29 @@ class IFNeuron(MemoryModule):
         return self._step_loop(current, steps)
 
     def _step_loop(self, current, steps: int) -> torch.Tensor:
-        """Step by step, updating the state in place and writing each step's spikes straight into the output
-        (the same float operations, in the same order, as v = v + I; s = v >= 1; v = v - s)."""
+        """Step by step, updating the state in place and writing each step's spikes straight into the output.
+        Large layers take the fused step (one pass over memory per step) where torch.compile works here."""
         static = isinstance(current, Static)
         out = torch.empty((steps, *self.v.shape), dtype=self.v.dtype, device=self.v.device)
         v = self.v  # the neuron's own tensor (created here or by _burst), updated in place
-        signed, slope = self.spikes == "signed", self.negative_slope
+        signed = self.spikes == "signed"
         net = self.net.clone() if signed else None  # signed spikes need the count so far at every step
-        negative = torch.empty_like(v) if slope is not None else None
+        options = self.step_options()
+        step = fused_step(options, v) if v.numel() >= FUSED_MIN_NUMEL else None
+        if step is None:
+            negative = torch.empty_like(v) if self.negative_slope is not None else None
+            step = functools.partial(eager_step, negative=negative, **options)
         for k in range(steps):
-            s = out[k]
-            v.add_(current.x if static else current[k])
-            torch.ge(v, 1.0, out=s)
-            if signed:
-                s.sub_(((v < 0) & (net > 0)).to(v.dtype))
-                net.add_(s)
-            if slope is not None:  # a +1 spike takes 1 from v, a -1 spike gives 1/alpha back
-                torch.le(v, -1.0 / slope, out=negative)
-                v.sub_(s).add_(torch.div(negative, slope))
-                s.sub_(negative)
-            elif self.reset_mode == "subtract":
-                v.sub_(s)
-            else:
-                v.mul_(1.0 - s)
+            step(v, current.x if static else current[k], out[k], net)
         self.v, self.steps = v, self.steps + steps
         self.net = net if signed else self.net + out.sum(0)
         return out
+
+    def step_options(self) -> dict:
+        slope = self.negative_slope
+        return dict(signed=self.spikes == "signed", reset_zero=self.reset_mode == "zero",
+                    threshold=None if slope is None else -1.0 / slope,
+                    give_back=None if slope is None else give_back(slope))
 
     def _burst(self, current, steps: int) -> torch.Tensor:
         """Burst events in closed form: the net count after step t is the quantized activation of the input
@@ -183,3 +183,88 @@ class IFNeuron(MemoryModule):
         if self.spikes != "burst":
             raise ValueError(f"the closed form is exact only for burst neurons, not {self.spikes!r} ones")
         return self.burst_count(total, torch.tensor(float(steps), dtype=total.dtype, device=total.device))
+
+
+# ----- one neuron step: eager (in place) and fused
+def eager_step(v, x, s, net, signed: bool, reset_zero: bool, threshold, give_back, negative=None):
+    """One IF step in place: v += x, spikes into s (the same float operations, in the same order, as
+    v = v + x; s = v >= 1; v = v - s, with each intermediate written over the last)."""
+    v.add_(x)
+    torch.ge(v, 1.0, out=s)
+    if signed:  # take a spike back where v < 0 and the neuron has one to take back
+        s.sub_(((v < 0) & (net > 0)).to(v.dtype))
+        net.add_(s)
+    if threshold is not None:  # leaky: a +1 spike takes 1 from v, a -1 spike (v <= -1/alpha) gives 1/alpha back
+        torch.le(v, threshold, out=negative)
+        v.sub_(s).add_(negative, alpha=give_back)
+        s.sub_(negative)
+    elif reset_zero:
+        v.mul_(1.0 - s)
+    else:
+        v.sub_(s)
+
+
+def fused_if_step(v, x, s, net, signed: bool, reset_zero: bool, threshold, give_back):
+    """eager_step written functionally for torch.compile: one kernel, one pass over memory."""
+    v_new = v + x
+    spike = (v_new >= 1.0).to(v.dtype)
+    if signed:
+        spike = spike - ((v_new < 0) & (net > 0)).to(v.dtype)
+        net.copy_(net + spike)
+    if threshold is not None:
+        negative = (v_new <= threshold).to(v.dtype)
+        v.copy_(v_new - spike + negative * give_back)
+        spike = spike - negative
+    elif reset_zero:
+        v.copy_(v_new * (1.0 - spike))
+    else:
+        v.copy_(v_new - spike)
+    s.copy_(spike)
+
+
+def give_back(slope: float) -> float:
+    """1/alpha as the float32 division computes it: `negative / alpha` for negative = 1, so adding it (exactly,
+    times 0 or 1) equals the division."""
+    return float(torch.div(torch.ones(64), slope)[0])
+
+
+# The fused step (torch.compile, inductor) for layers of at least FUSED_MIN_NUMEL neurons per step: small ones
+# gain little and the test suite pays no compile time. Each kind of step is compiled at its first use and
+# checked against eager_step on a probe; where compiling fails (no C++ compiler, ...) or the probe differs,
+# the eager step is used for good. SPIKEDET_FUSED=0 turns fusion off.
+FUSED_MIN_NUMEL = 1 << 18
+_fused = {"disabled": os.environ.get("SPIKEDET_FUSED", "1") == "0", "compiled": None, "checked": {}}
+
+
+def fused_step(options: dict, like: torch.Tensor):
+    """The compiled step for these options (bound to them), or None where fusion is off or unavailable."""
+    key = tuple(sorted(options.items())) + (like.dtype, like.device.type, like.dim())
+    if _fused["disabled"] or not hasattr(torch, "compile"):
+        return None
+    if key not in _fused["checked"]:
+        try:
+            _fused["compiled"] = _fused["compiled"] or torch.compile(fused_if_step, dynamic=True)
+            step = functools.partial(_fused["compiled"], **options)
+            _fused["checked"][key] = _probe(step, options, like)
+        except Exception as e:  # noqa: BLE001 -- any failure to compile means: no fusion here
+            _fused["disabled"] = True
+            warnings.warn(f"fused neuron step unavailable ({type(e).__name__}: {str(e)[:200]}); "
+                          "using the eager step")
+            return None
+        if not _fused["checked"][key]:
+            warnings.warn("the fused neuron step differs from the eager step here; using the eager step")
+    return functools.partial(_fused["compiled"], **options) if _fused["checked"][key] else None
+
+
+def _probe(step, options: dict, like: torch.Tensor) -> bool:
+    """Two steps on random currents (both spike kinds, boundaries included): fused == eager, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 3, 16, 32)[-like.dim():] if like.dim() <= 4 else (2, 3, 16, 32) + (2,) * (like.dim() - 4)
+    x = (torch.randn((2, *shape), generator=g) * 8).round(decimals=1).to(like.dtype).to(like.device)
+    states = []
+    for fn in (step, functools.partial(eager_step, negative=torch.empty_like(x[0]), **options)):
+        v, net, out = torch.full_like(x[0], 0.5), torch.zeros_like(x[0]), torch.empty_like(x)
+        for k in range(len(x)):
+            fn(v, x[k], out[k], net)
+        states.append((v, net, out))
+    return all(torch.equal(a, b) for a, b in zip(*states))
