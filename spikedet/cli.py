@@ -128,8 +128,8 @@ def _add_train_arguments(parser):
     parser.add_argument("--data", type=checks.existing_file,
                         help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")
     parser.add_argument("--model", default=DEFAULTS["model"], help="model config name or YAML (configs/)")
-    parser.add_argument("--epochs", type=checks.positive, help=f"default: {DEFAULTS['epochs']} ({DEFAULTS['epochs_distill']} "
-                        "with --distill)")
+    parser.add_argument("--epochs", type=checks.positive,
+                        help=f"default: {DEFAULTS['epochs']} ({DEFAULTS['epochs_distill']} with --distill)")
     parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
     parser.add_argument("--batch", type=checks.positive, help=f"default: {DEFAULTS['batch_train']} "
                         f"({DEFAULTS['batch_distill']} with --distill)")
@@ -350,6 +350,8 @@ def _add_detect_arguments(parser):
 
 @command("detect", help="detect objects in images or videos and save annotated copies")(_add_detect_arguments)
 def _run_detect(args, parser):
+    if args.save_rates and args.method == "closed-form":
+        parser.error("--save-rates counts spikes step by step: it needs --method steps (the default with it)")
     checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
     summary = _open(args).predict(args.source, args.timesteps, save=True, project=args.project, name=args.name,
                                   save_txt=args.save_txt, save_rates=args.save_rates, **_stream_options(args))

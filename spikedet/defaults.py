@@ -24,9 +24,9 @@ DEFAULTS = {
     "reset": "subtract",
     "normalization": "channel",
     "leaky": "keep",
-    # simulation. chunk: steps per batched layer call (short chunks keep a layer's working set in cache and
-    # memory flat in T; tools/benchmark_snn.py measures it)
-    "chunk": 2,
+    # simulation. chunk: steps per batched layer call; memory grows with it, not with T (docs/speed.md has
+    # the measurements behind this value)
+    "chunk": 8,
     "timesteps_eval": (8, 16, 32, 64, 128, 256),
     "timesteps_detect": 16,  # when the SNN file does not say which T it was converted for
     "max_timesteps": 4096,  # a larger T is refused unless asked for explicitly (hours on a CPU)

@@ -134,7 +134,8 @@ def detections_in(network, source, settings: StreamSettings, skipped: List[str]
 
 
 def detect(network, source, settings: StreamSettings, project=DEFAULTS["project_detect"],
-           name: str = DEFAULTS["name"], save_txt: bool = False, save_rates: bool = False, progress: bool = True) -> DetectSummary:
+           name: str = DEFAULTS["name"], save_txt: bool = False, save_rates: bool = False,
+           progress: bool = True) -> DetectSummary:
     """Detect objects in `source` (image, folder, glob or video) and write the results to a new folder:
     annotated images, detections.json, labels/*.txt (save_txt), firing_rates.json (save_rates, SNN)."""
     list_sources(source)  # a bad source fails before any folder is made

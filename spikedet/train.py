@@ -36,7 +36,8 @@ CALIBRATION_BATCHES = 8
 def train(data: Optional[Union[str, Path]], model: Union[str, Path] = DEFAULTS["model"],
           epochs: int = DEFAULTS["epochs"], imgsz: int = DEFAULTS["imgsz"], batch: int = DEFAULTS["batch_train"],
           device: Optional[str] = None, resume: Union[bool, str] = False,
-          project: Union[str, Path] = DEFAULTS["project_train"], name: str = DEFAULTS["name"], scale: Optional[str] = None,
+          project: Union[str, Path] = DEFAULTS["project_train"], name: str = DEFAULTS["name"],
+          scale: Optional[str] = None,
           pool: Optional[str] = None, dual_error: Optional[dict] = None,
           pretrained: Optional[Union[str, Path]] = None, pretrained_darknet: Optional[Union[str, Path]] = None,
           darknet_cfg: Optional[Union[str, Path]] = None, **ultralytics_args) -> Path:

@@ -23,8 +23,7 @@ U = 2.0 ** -24
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "weights" / "shapes-yolov3-tiny-n-de-v2.pt"
 DARKNET = ROOT.parent / "shared" / "data" / "weights"
-TIMESTEPS = (1, 5, 8, 13)  # 5 and 13: not multiples of the chunk
-CHUNKS = (2, 3)
+TIMESTEPS = (1, 5, 8, 13)  # 5 and 13: not multiples of the chunk (2 or 3)
 
 TINY_DARKNET_CFG = """[net]
 width=64
@@ -121,7 +120,7 @@ def shipped():
     if not any(isinstance(m, IFNeuron) for m in network.modules()):  # an ANN checkpoint: convert it
         network = convert(network, spikes="burst")
     torch.manual_seed(0)
-    return network, torch.rand(1, 3, 96, 96)
+    return network, torch.rand(1, 3, 64, 64)
 
 
 def networks(tmp_path):
@@ -184,7 +183,7 @@ def check_layer_bound(snn, images, steps, chunk):
             assert torch.all((total - r["out"]).abs() <= window)
             continue
         neuron = module.neuron
-        counts = neuron.counts(total, steps)
+        counts = neuron.counts(total.clone(), steps)
         diff = counts - r["out"]
         assert diff.abs().max() <= 1
         activated = total if neuron.negative_slope is None else F.leaky_relu(total, neuron.negative_slope)
@@ -195,11 +194,10 @@ def check_layer_bound(snn, images, steps, chunk):
     return differing, neurons
 
 
-@pytest.mark.parametrize("chunk", CHUNKS)
-def test_counts_equal_the_step_simulation_except_on_rounding_boundaries(tmp_path, chunk):
+def test_counts_equal_the_step_simulation_except_on_rounding_boundaries(tmp_path):
     for name, (snn, images) in networks(tmp_path):
-        for steps in TIMESTEPS:
-            differing, neurons = check_layer_bound(snn, images, steps, chunk)
+        for steps in (5, 13):  # not multiples of the chunk
+            differing, neurons = check_layer_bound(snn, images, steps, chunk=2)
             assert differing <= max(2, neurons // 10000), (name, steps, differing)
 
 
@@ -207,17 +205,16 @@ def same_detections(a, b, size):
     """Detections after NMS (every candidate above conf 0.01) are the same: labels, boxes, scores."""
     da = postprocess(a, size, [(size, size)] * len(a), resize="stretch", conf=0.01)
     db = postprocess(b, size, [(size, size)] * len(b), resize="stretch", conf=0.01)
-    for x, y in zip(da, db):
+    for x, y in zip(da, db):  # the same set (near-equal scores may come in either order)
         assert len(x) == len(y)
-        for p, q in zip(x, y):
-            assert p.label == q.label and abs(p.score - q.score) < 1e-4
-            assert abs(p.box - q.box).max() < 1e-2
+        for p in x:
+            assert any(p.label == q.label and abs(p.score - q.score) < 1e-4 and abs(p.box - q.box).max() < 1e-2
+                       for q in y)
 
 
-@pytest.mark.parametrize("chunk", CHUNKS)
-def test_closed_form_gives_the_step_simulations_detections(tmp_path, chunk):
+def test_closed_form_gives_the_step_simulations_detections(tmp_path):
     for name, (snn, images) in networks(tmp_path):
-        steps = snn.simulate(images, TIMESTEPS, chunk=chunk, method="steps")
+        steps = snn.simulate(images, TIMESTEPS, chunk=3, method="steps")
         closed = snn.simulate(images, TIMESTEPS, method="closed-form")
         for t in TIMESTEPS:
             assert torch.allclose(closed[t], steps[t], rtol=1e-4, atol=1e-3), (name, t)
@@ -273,7 +270,7 @@ def test_burst_neuron_counts_equal_its_chunked_simulation():
         out = torch.cat([neuron(current[k:k + 3]) for k in range(0, 13, 3)])
         for t in (1, 5, 13):
             total = current[:t].sum(0)
-            counts = IFNeuron(v_init=0.5, spikes="burst", negative_slope=slope).counts(total, t)
+            counts = IFNeuron(v_init=0.5, spikes="burst", negative_slope=slope).counts(total.clone(), t)
             diff = counts - out[:t].sum(0)
             window = 2 * (2 * t + 8) * U * (current[:t].abs().sum(0) + 1)
             activated = total if slope is None else F.leaky_relu(total, slope)

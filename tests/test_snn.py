@@ -313,3 +313,26 @@ def test_leaky_replaced_by_relu_copies_the_relu_network(tmp_path):
     assert all(n.negative_slope is None for n in snn.modules() if isinstance(n, IFNeuron))
     out = snn.simulate(images, [512])[512]
     assert box_error(out, relu_out)[0] < box_error(out, leaky_out)[0]
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(negative_slope=0.1), dict(spikes="signed")])
+def test_fused_neuron_step_equals_the_eager_step(monkeypatch, kwargs):
+    """Large layers take a torch.compile'd step: it must give the eager loop's spikes and state, bit for bit."""
+    import os
+
+    from spikedet.snn import neurons
+
+    if os.environ.get("SPIKEDET_FUSED") == "0":
+        pytest.skip("fusion turned off")
+    torch.manual_seed(0)
+    current = (torch.randn(7, 2, 3, 16, 16) * 4).round(decimals=1)  # lands on thresholds often
+    monkeypatch.setitem(neurons._fused, "disabled", False)
+    monkeypatch.setattr(neurons, "FUSED_MIN_NUMEL", 0)
+    fused = IFNeuron(**kwargs)
+    if neurons.fused_step(fused.step_options(), current[0]) is None:
+        pytest.skip("torch.compile unavailable here")
+    a = torch.cat([fused(current[:4]), fused(current[4:])])
+    monkeypatch.setattr(neurons, "FUSED_MIN_NUMEL", 1 << 62)
+    eager = IFNeuron(**kwargs)
+    b = torch.cat([eager(current[:4]), eager(current[4:])])
+    assert torch.equal(a, b) and torch.equal(fused.v, eager.v) and torch.equal(fused.net, eager.net)

@@ -155,6 +155,7 @@ def time_peer(cfg: str, scale: str, imgsz: int, batch: int, timesteps: int, chun
     """Peer: the ANN, spikedet and both SpikingJelly variants timed interleaved in this process."""
     import torch
 
+    code = code_state()  # what this worker imports, and when it started
     snn, ann, images = build_network(cfg, scale, imgsz, batch, spikes, weights, peer=True)
     snn, ann, images = snn.to(device), ann.to(device), images.to(device)
     runs = {tool: runner(tool, snn, ann, images, timesteps, chunk, device) for tool in TOOLS}
@@ -186,7 +187,8 @@ def time_peer(cfg: str, scale: str, imgsz: int, batch: int, timesteps: int, chun
     row["max_abs_head_diff_plain_pool"] = diff["spikingjelly_plain_pool"]
     row["head_max_abs"] = float(ref.abs().max())
     row["loadavg"] = loads
-    row["code"] = code_state()  # what this worker imported, and when
+    row["code"] = code
+    row["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return row
 
 

@@ -58,8 +58,9 @@ def format_sweep_table(results: dict) -> str:
     ann = headline(results["ann"]) if "ann" in results else None
     rows = [("ANN", ann)] + [(f"SNN T={t}", headline(m)) for t, m in results.get("snn", {}).items()]
     keys = list(rows[0][1] if rows[0][1] else rows[1][1])
-    header = f"{'model':<12}" + "".join(f"{k:>10}" for k in keys) + ("" if ann is None else
-                                                                   "".join(f"{k + '/ANN':>14}" for k in keys))
+    header = f"{'model':<12}" + "".join(f"{k:>10}" for k in keys)
+    if ann is not None:
+        header += "".join(f"{k + '/ANN':>14}" for k in keys)
     lines = [header, "-" * len(header)]
     for name, values in rows:
         if values is None:

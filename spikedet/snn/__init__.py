@@ -5,5 +5,5 @@ from .layers import ConcatChannels, Integrator, PerStep, SpikeMaxPool, SpikingCo
 from .neurons import SPIKE_MODES, IFNeuron, Static, reset_net
 from .statistics import SpikeMonitor
 
-__all__ = ["convert", "leaky_to_relu", "rebuild", "reference_ann", "SpikingNetwork", "ConcatChannels", "Integrator", "PerStep",
-           "SpikeMaxPool", "SpikingConv", "SPIKE_MODES", "IFNeuron", "Static", "reset_net", "SpikeMonitor"]
+__all__ = ["convert", "leaky_to_relu", "rebuild", "reference_ann", "SpikingNetwork", "ConcatChannels", "Integrator",
+           "PerStep", "SpikeMaxPool", "SpikingConv", "SPIKE_MODES", "IFNeuron", "Static", "reset_net", "SpikeMonitor"]

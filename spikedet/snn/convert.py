@@ -96,7 +96,7 @@ class Converter:
             lam = torch.where(lam > 0, lam, torch.ones_like(lam))  # a channel never active: any scale works
             source = f"p{observer.q} of activations"
         self.scale_sources.append({"layer": name, "source": source, "scale_min": float(lam.min()),
-                            "scale_max": float(lam.max())})
+                                   "scale_max": float(lam.max())})
         return lam
 
     def neuron_for(self, act: nn.Module) -> IFNeuron:

@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..defaults import CHOICES
@@ -179,10 +180,13 @@ class IFNeuron(MemoryModule):
         return torch.maximum(torch.minimum(torch.floor(leaky + self.v_init), t), -t)
 
     def counts(self, total: torch.Tensor, steps: int) -> torch.Tensor:
-        """The closed form (closed_form.py): net count after `steps` steps from the summed input, no state."""
+        """The closed form (closed_form.py): burst_count after `steps` steps, computed in place in `total`
+        (the same values: leaky_relu is the where() above, clamp the minimum and maximum), no state."""
         if self.spikes != "burst":
             raise ValueError(f"the closed form is exact only for burst neurons, not {self.spikes!r} ones")
-        return self.burst_count(total, torch.tensor(float(steps), dtype=total.dtype, device=total.device))
+        if self.negative_slope is None:
+            return total.add_(self.v_init).floor_().clamp_(0, steps)
+        return F.leaky_relu(total, self.negative_slope, inplace=True).add_(self.v_init).floor_().clamp_(-steps, steps)
 
 
 # ----- one neuron step: eager (in place) and fused
