@@ -323,7 +323,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
                     for lam in lams:
                         lam.clamp_(min=1e-3)
                 step += 1
-                running += float(loss)
+                running += float(loss.detach())
                 for key in parts:
                     parts[key] += out.get(key, 0.0)
                 bar.set_description(f"distill {epoch + 1}/{epochs} loss {running / (k + 1):.4f}")

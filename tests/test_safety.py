@@ -628,8 +628,6 @@ def test_calibration_skips_unreadable_images_as_detect_does(trained, tmp_path, c
 # --- outside spikedet's CLI -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="tools/benchmark_snn.py (not in this change's files) exits 1 with the "
-                                       "worker's last line: one line now, but not exit 2")
 def test_a_failing_benchmark_worker_is_one_line_and_exit_2(monkeypatch, capsys):
     import subprocess
     import sys
@@ -642,8 +640,8 @@ def test_a_failing_benchmark_worker_is_one_line_and_exit_2(monkeypatch, capsys):
     monkeypatch.setattr(benchmark_snn.subprocess, "run", lambda *a, **k: crash)
     with pytest.raises(SystemExit) as exit_:
         benchmark_snn.run_worker({"kind": "measure"})
-    assert str(exit_.value.code).count("\n") == 0 and "RuntimeError: out of memory" in str(exit_.value.code)
-    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "RuntimeError: out of memory" in err
 
 
 @pytest.mark.parametrize("call, message", [

@@ -43,6 +43,12 @@ PEER_POOL = {"spikingjelly": "shared", "spikingjelly_plain_pool": "plain"}
 ANN_PASSES = 5  # ANN passes per round of the interleaved timing
 
 
+
+def die(message: str):
+    """One line, `error: ...`, exit 2: how every spikedet command reports bad input or a failed step."""
+    print(f"error: benchmark_snn.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
 def loadavg() -> list:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -226,7 +232,7 @@ def run_worker(job: dict) -> dict:
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"worker exited with {done.returncode}"]
-        sys.exit(f"benchmark_snn.py: {lines[-1]}")
+        die(f"{lines[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -238,13 +244,13 @@ def check_peer(peer: str, spikes: str) -> str:
     from spikingjelly_peer import PeerUnavailable, require_spikingjelly, spikingjelly_version
 
     if peer not in PEERS:
-        sys.exit(f"benchmark_snn.py: unknown peer {peer!r} (known: {', '.join(PEERS)})")
+        die(f"unknown peer {peer!r} (known: {', '.join(PEERS)})")
     try:
         require_spikingjelly()
     except PeerUnavailable as e:
-        sys.exit(f"benchmark_snn.py: {e}")
+        die(f"{e}")
     if spikes != "binary":
-        sys.exit(f"benchmark_snn.py: --peer {peer} needs --spikes binary (SpikingJelly's IFNode emits binary "
+        die(f"--peer {peer} needs --spikes binary (SpikingJelly's IFNode emits binary "
                  f"spikes), got {spikes}")
     return spikingjelly_version()
 
@@ -293,7 +299,7 @@ def main(argv=None):
     version = check_peer(args.peer, spikes) if args.peer else None
     repeat = args.repeat or (3 if args.peer else 2)
     if args.peer and repeat < 3:
-        sys.exit("benchmark_snn.py: --peer needs --repeat 3 or more (min and median of >= 3)")
+        die("--peer needs --repeat 3 or more (min and median of >= 3)")
     imgsz = args.imgsz or _default_imgsz(args.weights, args.cfg)
 
     import torch
