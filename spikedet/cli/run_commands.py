@@ -1,0 +1,178 @@
+"""`spikedet convert`, `eval`, `detect` and `demo`: from a trained network to scores and detections."""
+from .. import checks
+from ..defaults import CHOICES, DEFAULTS
+from . import _network_arguments, _open, _stream_arguments, _stream_options, _timesteps_arguments, command
+
+
+# --- convert ------------------------------------------------------------------------------------------------
+
+
+def _add_convert_arguments(parser):
+    _network_arguments(parser, "trained ANN checkpoint (best.pt) or darknet .weights (with --cfg)")
+    parser.add_argument("--output", required=True, type=checks.output_file, help="the SNN file to write")
+    parser.add_argument("--calibration", metavar="DATA.yaml|DIR", type=checks.existing_path,
+                        help="images for activation percentiles: a dataset YAML (its train split) or a folder; "
+                             "needed unless every activation has a learned clip threshold")
+    parser.add_argument("--calibration-count", type=checks.positive, default=DEFAULTS["calibration_count"],
+                        help=f"images used (default: {DEFAULTS['calibration_count']})")
+    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
+    parser.add_argument("--normalization", choices=CHOICES["normalization"], default=DEFAULTS["normalization"])
+    parser.add_argument("--percentile", type=checks.percentile, default=DEFAULTS["percentile"],
+                        help=f"activation percentile, in (0, 100]; 100 = max (default: {DEFAULTS['percentile']})")
+    parser.add_argument("--v-init", type=checks.fraction, default=DEFAULTS["v_init"],
+                        help="initial membrane potential / threshold, in [0, 1]")
+    parser.add_argument("--reset", choices=CHOICES["reset"], default=DEFAULTS["reset"])
+    parser.add_argument("--spikes", choices=CHOICES["spikes"], default=DEFAULTS["spikes"],
+                        help="events a neuron may emit per step (default: burst; binary = classic IF neurons, "
+                             "for leaky units Spiking-YOLO's imbalanced threshold)")
+    parser.add_argument("--leaky", choices=CHOICES["leaky"], default=DEFAULTS["leaky"],
+                        help="leaky ReLU units: keep them (neurons with negative events) or replace them by ReLU")
+    _timesteps_arguments(parser, None, "the T the SNN is meant for; default: the model's L")
+
+
+@command("convert", help="convert a trained ANN checkpoint into a spiking network file")(_add_convert_arguments)
+def _run_convert(args, parser):
+    checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
+    snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
+                              normalization=args.normalization, percentile=args.percentile, v_init=args.v_init,
+                              reset=args.reset, spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
+                              allow_long_t=args.allow_long_t)
+    layers = len(snn.network.meta["scales"])
+    print(f"converted {layers} spiking layers ({args.normalization}-wise normalization, {args.spikes} spikes)"
+          f" -> {args.output}")
+
+
+# --- eval ---------------------------------------------------------------------------------------------------
+
+
+def _add_eval_arguments(parser):
+    """Ground truth, then what to score (a detections file or a network), then where results go."""
+    truth = parser.add_argument_group("ground truth (one of)").add_mutually_exclusive_group(required=True)
+    truth.add_argument("--gt-coco", metavar="INSTANCES.json", type=checks.existing_file,
+                       help="COCO instances file: the 12 COCOeval bbox metrics")
+    truth.add_argument("--gt-voc", metavar="VOC_ROOT", type=checks.existing_dir,
+                       help="a VOC tree such as VOCdevkit/VOC2007: devkit AP at IoU 0.5")
+    voc = parser.add_argument_group("PASCAL VOC options")
+    voc.add_argument("--split", default="test", help="image set ImageSets/Main/SPLIT.txt (default: test)")
+    voc.add_argument("--data", metavar="DATASET.yaml", type=checks.existing_file,
+                     help="take class names from this dataset config instead of the 20 VOC classes")
+    scored = parser.add_argument_group("what to score (one of)").add_mutually_exclusive_group(required=True)
+    scored.add_argument("--detections", metavar="DETS.json", type=checks.existing_file,
+                        help="COCO results format: [{image_id, category_id, bbox: [x, y, w, h], score}, ...]")
+    scored.add_argument("--weights", metavar="SNN_OR_ANN", type=checks.existing_file,
+                        help="an SNN file (scored at each --timesteps, and its source ANN) or an ANN checkpoint")
+    net = parser.add_argument_group("network options")
+    net.add_argument("--cfg", type=checks.existing_file, help="darknet .cfg: --weights is then darknet .weights")
+    net.add_argument("--names", type=checks.existing_file, help="darknet .names file")
+    _timesteps_arguments(net, "+", "SNN read-out times, all from one simulation; default: "
+                         + " ".join(map(str, DEFAULTS["timesteps_eval"])))
+    net.add_argument("--images", metavar="DIR", type=checks.existing_dir,
+                     help="image folder for --gt-coco (default: next to the JSON)")
+    net.add_argument("--max-images", type=checks.positive, metavar="N",
+                     help="score only the first N images (COCO: by image id; VOC: in the split's order)")
+    net.add_argument("--batch", type=checks.positive,
+                     help=f"images per batch (default: {DEFAULTS['batch_cpu']} on the CPU, {DEFAULTS['batch_gpu']} "
+                          "on a GPU)")
+    _stream_arguments(net, DEFAULTS["conf_eval"], f"default: {DEFAULTS['iou_eval_darknet']} for darknet networks, "
+                      f"else {DEFAULTS['iou_eval']}")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", metavar="OUT.json", type=checks.output_file, help="also write the results here")
+    output.add_argument("--plot", metavar="OUT.png", type=checks.output_file,
+                        help="plot mAP against T here (with --weights)")
+    output.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
+
+
+@command("eval", help="score detections, an ANN or an SNN against COCO or PASCAL VOC ground truth")(
+    _add_eval_arguments)
+def _run_eval(args, parser):
+    from ..fileio import atomic_write_json
+
+    if args.gt_coco and args.data:
+        parser.error(f"--data names VOC classes; COCO takes them from {args.gt_coco}")
+    if args.detections and (args.max_images or args.plot or args.timesteps):
+        parser.error("--max-images, --plot and --timesteps apply to --weights (a detections file is scored as it is)")
+    checks.check_timesteps(args.timesteps, args.allow_long_t, parser)
+    results = _score_network(args) if args.weights else _score_detections(args)
+    if args.json and results is not None:
+        atomic_write_json(args.json, results)
+
+
+def _score_detections(args):
+    from ..data.records import VOC_CLASSES, load_class_names
+    from ..eval import evaluate_coco, evaluate_voc
+    from ..eval.report import format_coco_table, format_voc_table
+
+    if args.gt_coco:
+        results = {"coco": evaluate_coco(args.gt_coco, args.detections, verbose=args.verbose)}
+        print(format_coco_table(results["coco"]))
+    else:
+        class_names = load_class_names(args.data) if args.data else VOC_CLASSES
+        results = evaluate_voc(args.gt_voc, args.split, args.detections, class_names)
+        print(format_voc_table(results))
+    return results
+
+
+def _score_network(args):
+    from ..distributed import init_from_env
+    from ..eval.report import format_smallest_t, format_sweep_table, format_timing, plot_sweep, smallest_t
+
+    args.device = init_from_env(args.device)
+    model = _open(args)
+    results = model.val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
+                        args.timesteps, args.max_images, batch=args.batch,
+                        **_stream_options(args))
+    if results is None:  # a torchrun process other than rank 0: rank 0 reports
+        return None
+    results["smallest_t"] = smallest_t(results)
+    print(format_sweep_table(results))
+    print(format_smallest_t(results["smallest_t"]))
+    print(format_timing(results))
+    if args.plot:
+        plot_sweep(results, args.plot, title=f"{args.weights}")
+    return results
+
+
+# --- detect -------------------------------------------------------------------------------------------------
+
+
+def _add_detect_arguments(parser):
+    parser.add_argument("--source", required=True, help="an image, a folder, a glob pattern or a video file")
+    _network_arguments(parser, "an SNN file, an ANN checkpoint or darknet .weights (with --cfg)")
+    _timesteps_arguments(parser, None, "default: the T it was converted for")
+    _stream_arguments(parser, DEFAULTS["conf_detect"], f"default: {DEFAULTS['iou_detect']}")
+    parser.set_defaults(iou=DEFAULTS["iou_detect"])
+    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_detect"])
+    parser.add_argument("--name", default=DEFAULTS["name"], help="run folder name; exp2, exp3, ... when taken")
+    parser.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels per image")
+    parser.add_argument("--save-rates", action="store_true", help="SNN: write per-layer firing rates")
+
+
+@command("detect", help="detect objects in images or videos and save annotated copies")(_add_detect_arguments)
+def _run_detect(args, parser):
+    if args.save_rates and args.method == "closed-form":
+        parser.error("--save-rates counts spikes step by step: it needs --method steps (the default with it)")
+    checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
+    summary = _open(args).predict(args.source, args.timesteps, save=True, project=args.project, name=args.name,
+                                  save_txt=args.save_txt, save_rates=args.save_rates, **_stream_options(args))
+    print(f"{summary.images} images, {summary.detections} detections, {len(summary.skipped)} files skipped"
+          f" -> {summary.output}")
+    for line in summary.skipped:
+        print(f"  skipped {line}")
+
+
+# --- demo ---------------------------------------------------------------------------------------------------
+
+
+def _add_demo_arguments(parser):
+    parser.add_argument("--output", default="runs/demo")
+    parser.add_argument("--epochs", type=checks.positive, help="training epochs (default: spikedet.demo.DEMO)")
+    parser.add_argument("--timesteps", type=checks.timesteps, nargs="+", help="SNN read-out times (default: DEMO)")
+
+
+@command("demo", help="the whole pipeline on the embedded shapes data: data, train, convert, score, detect")(
+    _add_demo_arguments)
+def _run_demo(args, parser):
+    from ..demo import run_demo
+
+    given = {k: getattr(args, k) for k in ("epochs", "timesteps") if getattr(args, k) is not None}
+    run_demo(args.output, **given)

@@ -1,0 +1,111 @@
+"""`spikedet data` and `spikedet train` (ultralytics training, or distillation of a darknet network)."""
+from .. import checks
+from ..defaults import CHOICES, DEFAULTS
+from . import command
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def _add_data_arguments(parser):
+    parser.add_argument("--root", default="data/shapes", help="output folder (default: data/shapes)")
+    parser.add_argument("--imgsz", type=checks.image_size, default=192, help="image side in pixels (default: 192)")
+    for split, n in (("train", 320), ("val", 80), ("test", 80)):
+        parser.add_argument(f"--{split}", type=checks.positive, default=n, help=f"{split} images (default: {n})")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+
+
+@command("data", help="make the embedded shapes dataset in VOC, COCO and ultralytics YOLO layouts")(
+    _add_data_arguments)
+def _run_data(args, parser):
+    from ..data.shapes import make_shapes_dataset
+
+    paths = make_shapes_dataset(args.root, imgsz=args.imgsz, seed=args.seed,
+                                counts={"train": args.train, "val": args.val, "test": args.test})
+    print(f"VOC:  {paths['voc']}\nCOCO: {paths['coco']['test'].parent}\nYOLO: {paths['yolo']}")
+
+
+# --- train --------------------------------------------------------------------------------------------------
+
+
+def _add_train_arguments(parser):
+    parser.add_argument("overrides", nargs="*", type=checks.key_value, metavar="key=value",
+                        help="other ultralytics train arguments, e.g. optimizer=AdamW lr0=0.001 mosaic=0")
+    parser.add_argument("--data", type=checks.existing_file,
+                        help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")
+    parser.add_argument("--model", default=DEFAULTS["model"], help="model config name or YAML (configs/)")
+    parser.add_argument("--epochs", type=checks.positive,
+                        help=f"default: {DEFAULTS['epochs']} ({DEFAULTS['epochs_distill']} with --distill)")
+    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
+    parser.add_argument("--batch", type=checks.positive, help=f"default: {DEFAULTS['batch_train']} "
+                        f"({DEFAULTS['batch_distill']} with --distill)")
+    parser.add_argument("--device", type=checks.training_device, help="cpu, 0, 0,1 (several GPUs train with DDP)")
+    parser.add_argument("--resume", metavar="LAST.pt", type=checks.existing_file,
+                        help="resume an interrupted run from its last.pt")
+    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_train"])
+    parser.add_argument("--name", default=DEFAULTS["name"])
+    parser.add_argument("--pretrained", metavar="WEIGHTS", type=checks.existing_file,
+                        help="start from a spikedet checkpoint")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--workers", type=checks.integer(0, what="a non-negative integer"), default=DEFAULTS["workers"])
+    parser.add_argument("--plots", type=checks.boolean, default=True, help="ultralytics training plots (default: true)")
+    parser.add_argument("--pretrained-darknet", metavar="WEIGHTS", type=checks.existing_file,
+                        help="start the backbone from darknet weights (e.g. yolov3-tiny.weights into yolov3-tiny)")
+    parser.add_argument("--darknet-cfg", metavar="CFG", type=checks.existing_file,
+                        help="their cfg (default: the .cfg of the same name beside them)")
+    model = parser.add_argument_group("model choices (default: from the model config)")
+    model.add_argument("--scale", choices=("n", "s", "m"), help="width: n = 0.25, s = 0.5, m = 1.0")
+    model.add_argument("--pool", choices=CHOICES["pool"], help="what the max-pool layers become")
+    de = parser.add_argument_group("dual-error activation (default: from the model config)")
+    de.add_argument("--levels", type=checks.positive, help="L: the time steps the SNN is meant to run")
+    de.add_argument("--granularity", choices=CHOICES["granularity"], help="one lambda per layer or per channel")
+    de.add_argument("--clip", type=checks.boolean, help="inject the clipping error (true/false)")
+    de.add_argument("--quantize", type=checks.boolean, help="inject the quantization error (true/false)")
+    de.add_argument("--relu", action="store_true", help="plain ReLU baseline: --clip false --quantize false")
+    kd = parser.add_argument_group("distillation of a darknet network (--distill; labels not needed)")
+    kd.add_argument("--distill", action="store_true",
+                    help="fine-tune darknet --weights/--cfg into its dual-error copy, taught by the float network")
+    kd.add_argument("--weights", type=checks.existing_file, help="the darknet .weights (the teacher)")
+    kd.add_argument("--cfg", type=checks.existing_file, help="its .cfg")
+    kd.add_argument("--names", type=checks.existing_file, help="its .names (default: beside the cfg)")
+    kd.add_argument("--images", type=checks.existing_path, help="training images: a folder or a dataset YAML")
+    kd.add_argument("--output", type=checks.output_file, help="the checkpoint to write")
+    kd.add_argument("--lambda-only", action="store_true",
+                    help="learn only the thresholds lambda (weights frozen): the calibration baseline")
+
+
+@command("train", help="train a dual-error Tiny-YOLO with ultralytics' trainer")(_add_train_arguments)
+def _run_train(args, parser):
+    if args.distill:
+        return _run_distill(args, parser)
+    from ..train import train
+
+    if not args.data and not args.resume:
+        parser.error("the following arguments are required: --data (or --resume)")
+    dual_error = {k: getattr(args, k) for k in ("levels", "granularity", "clip", "quantize")
+                  if getattr(args, k) is not None}
+    if args.relu:
+        dual_error.update(clip=False, quantize=False)
+    options = dict(model=args.model, epochs=args.epochs or DEFAULTS["epochs"], imgsz=args.imgsz,
+                   batch=args.batch or DEFAULTS["batch_train"],
+                   device=args.device, resume=args.resume or False, project=args.project, name=args.name,
+                   scale=args.scale, pool=args.pool, dual_error=dual_error, pretrained=args.pretrained,
+                   pretrained_darknet=args.pretrained_darknet, darknet_cfg=args.darknet_cfg, seed=args.seed,
+                   workers=args.workers, plots=args.plots)
+    best = train(args.data, **{**options, **dict(args.overrides)})
+    print(f"trained weights: {best}")
+
+
+def _run_distill(args, parser):
+    from ..distill import distill
+
+    missing = [f"--{k}" for k in ("weights", "cfg", "images", "output") if not getattr(args, k)]
+    if missing:
+        parser.error(f"--distill needs {', '.join(missing)}")
+    if args.data or args.resume or args.pretrained:
+        parser.error("--distill takes its images from --images (no --data, --resume or --pretrained)")
+    best = distill(args.weights, args.cfg, args.images, args.output, levels=args.levels or DEFAULTS["levels_distill"],
+                   epochs=args.epochs or DEFAULTS["epochs_distill"], imgsz=args.imgsz,
+                   batch=args.batch or DEFAULTS["batch_distill"], lambda_only=args.lambda_only, seed=args.seed,
+                   names=args.names, **dict(args.overrides))
+    print(f"distilled weights: {best}")
