@@ -29,205 +29,25 @@ import json
 import math
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+from ultralytics.utils import TQDM
 
-from .errors import SpikedetError, fail
+from ..darknet import load_darknet
+from ..errors import SpikedetError, fail
+from ..model.checkpoint import save_ann
+from .images import DistillImages, load_batch, training_images
+from .losses import _Capture, feature_loss, head_loss
+from .student import CALIBRATION_COUNT, INIT_PERCENTILE, channel_scales, leaky_activations, make_student, set_levels
 
-INIT_PERCENTILE = 99.99
-CALIBRATION_COUNT = 32
-
-
-# ----------------------------------------------------------------------------------------------- images
-def training_images(images: Union[str, Path]) -> List[Path]:
-    """The image files of a folder (sorted), or of an ultralytics dataset YAML's train split (labels ignored)."""
-    from .inference import image_files
-
-    source = Path(images)
-    if source.suffix in (".yaml", ".yml"):
-        if not source.is_file():
-            raise fail(source, "dataset YAML not found")
-        from .data.yolo import read_yolo
-
-        paths = sorted(Path(r.path) for r in read_yolo(source, "train"))
-    elif source.is_dir():
-        paths = image_files(source)
-    elif not source.exists():
-        raise fail(source, "image folder not found")
-    else:
-        raise fail(source, "training images must be a folder of images or a dataset YAML")
-    if not paths:
-        raise fail(source, "no training images found")
-    return paths
+__all__ = ["distill", "DistillImages", "load_batch", "training_images", "feature_loss", "head_loss",
+           "CALIBRATION_COUNT", "INIT_PERCENTILE", "channel_scales", "leaky_activations", "make_student",
+           "set_levels"]
 
 
-class DistillImages(torch.utils.data.Dataset):
-    """Augmented training images: random resized crop to imgsz x imgsz (stretched, as darknet's eval resizes),
-    horizontal flip and light colour jitter (albumentations); RGB float in [0, 1]. The random state is
-    derived from (seed, epoch, index), so a run is reproducible whatever the number of workers."""
-
-    def __init__(self, paths: Sequence[Path], imgsz: int, seed: int = 0, augment: bool = True):
-        import albumentations as A
-
-        self.paths, self.imgsz, self.seed, self.epoch = list(paths), int(imgsz), int(seed), 0
-        self.augment = augment
-        self.transform = A.Compose([
-            A.RandomResizedCrop(size=(imgsz, imgsz), scale=(0.4, 1.0), ratio=(0.6, 1.66), p=1.0),
-            A.HorizontalFlip(p=0.5),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.015, p=0.5),
-        ])
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        import cv2
-
-        from .inference import load_image, preprocess
-
-        image = load_image(self.paths[index])  # BGR
-        if not self.augment:
-            return preprocess(image, self.imgsz, "stretch")
-        seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % 2 ** 31
-        random.seed(seed)
-        np.random.seed(seed)
-        self.transform.set_random_seed(seed) if hasattr(self.transform, "set_random_seed") else None
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        out = self.transform(image=rgb)["image"]
-        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float() / 255.0
-
-
-def load_batch(paths: Sequence[Path], imgsz: int) -> torch.Tensor:
-    """Images stretched to imgsz, as darknet evaluates (the calibration input)."""
-    from .inference import load_image, preprocess
-
-    return torch.stack([preprocess(load_image(p), imgsz, "stretch") for p in paths])
-
-
-# ----------------------------------------------------------------------------------------------- networks
-def leaky_activations(model: nn.Module) -> List[nn.Module]:
-    """The leaky activation module of every conv block, in order (teacher: LeakyReLU; student: dual error)."""
-    from .model.activation import DualErrorLeakyReLU
-
-    acts = []
-    for block in model.modules():
-        act = getattr(block, "act", None)
-        if isinstance(getattr(block, "conv", None), nn.Conv2d) and isinstance(act, (nn.LeakyReLU, DualErrorLeakyReLU)):
-            acts.append(act)
-    return acts
-
-
-@torch.no_grad()
-def channel_scales(model: nn.Module, images: torch.Tensor, q: float = INIT_PERCENTILE,
-                   batch_size: int = 8) -> List[torch.Tensor]:
-    """Per leaky layer, the q-th percentile per channel of the float network's activations (the converter's
-    channel-wise normalization of a network without learned thresholds)."""
-    from .snn.convert import observe_activations
-
-    observers = observe_activations(model, images, q, batch_size)
-    scales = []
-    for act in leaky_activations(model):
-        lam = observers[act].scale("channel").float()
-        scales.append(torch.where(lam > 0, lam, torch.ones_like(lam)))
-    return scales
-
-
-def make_student(teacher: nn.Module, levels: int, scales: Sequence[torch.Tensor],
-                 init_percentile: float = INIT_PERCENTILE) -> nn.Module:
-    """A copy of the teacher whose leaky units are dual-error leaky units with lam = scales."""
-    import copy
-
-    from .model.activation import DualErrorSettings, install_leaky_dual_error
-
-    student = copy.deepcopy(teacher)
-    settings = DualErrorSettings(levels=int(levels), granularity="channel", clip=True, quantize=True,
-                                 init_percentile=init_percentile, lambda_grad="residue")
-    install_leaky_dual_error(student, settings)
-    acts = leaky_activations(student)
-    if len(acts) != len(scales):
-        raise SpikedetError(f"{len(scales)} scales for {len(acts)} dual-error layers")
-    with torch.no_grad():
-        for act, lam in zip(acts, scales):
-            act.lam.copy_(lam)
-    return student
-
-
-def set_levels(model: nn.Module, levels: int) -> nn.Module:
-    """Make every dual-error unit quantize to `levels` (= the burst SNN at T = levels), keeping each lam; the
-    model's recorded settings follow."""
-    from .model.activation import DualErrorReLU
-
-    for m in model.modules():
-        if isinstance(m, DualErrorReLU):
-            m.settings = replace(m.settings, levels=int(levels))
-    if getattr(model, "dual_error", None):
-        model.dual_error = {**model.dual_error, "levels": int(levels)}
-    return model
-
-
-# ----------------------------------------------------------------------------------------------- loss
-def _soft_bce(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-    """BCE(student, sigmoid(teacher)) minus the teacher's entropy: the Bernoulli KL divergence, >= 0."""
-    p = torch.sigmoid(target_logits)
-    return (F.binary_cross_entropy_with_logits(logits, p, reduction="none")
-            - F.binary_cross_entropy_with_logits(target_logits, p, reduction="none"))
-
-
-def head_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor], nc: int,
-              weights=(1.0, 1.0, 1.0)) -> dict:
-    """Distillation loss on the raw [yolo] maps (see the module docstring): {"obj", "box", "cls", "loss"}."""
-    w_obj, w_box, w_cls = weights
-    obj = box = cls = 0.0
-    for s, t in zip(student_maps, teacher_maps):
-        b, c, h, w = s.shape
-        s = s.view(b, c // (5 + nc), 5 + nc, h, w)
-        t = t.detach().view(b, c // (5 + nc), 5 + nc, h, w)
-        p = torch.sigmoid(t[:, :, 4:5])
-        norm = p.sum().clamp(min=1e-6)
-        obj = obj + _soft_bce(s[:, :, 4], t[:, :, 4]).sum() / s[:, :, 4].numel()
-        box = box + (p * (s[:, :, :4] - t[:, :, :4]) ** 2).sum() / norm
-        if nc:
-            cls = cls + (p * _soft_bce(s[:, :, 5:], t[:, :, 5:])).sum() / norm
-    # objectness is averaged over every slot (most are background): scaled so its gradient is not negligible
-    obj = obj * 100.0
-    obj, box, cls = (v if torch.is_tensor(v) else torch.tensor(float(v)) for v in (obj, box, cls))
-    loss = w_obj * obj + w_box * box + w_cls * cls
-    return {"loss": loss, **{k: float(v.detach()) for k, v in (("obj", obj), ("box", box), ("cls", cls))}}
-
-
-class _Capture:
-    """Forward hooks that keep each listed module's output (for the feature loss)."""
-
-    def __init__(self, modules):
-        self.outputs, self.hooks = [None] * len(modules), []
-        for k, m in enumerate(modules):
-            self.hooks.append(m.register_forward_hook(self._hook(k)))
-
-    def _hook(self, k):
-        def hook(_, __, out):
-            self.outputs[k] = out
-        return hook
-
-    def remove(self):
-        for h in self.hooks:
-            h.remove()
-
-
-def feature_loss(student_feats, teacher_feats, scales) -> torch.Tensor:
-    """Mean over layers of the squared activation error in units of each channel's initial lam."""
-    total = 0.0
-    for s, t, lam in zip(student_feats, teacher_feats, scales):
-        total = total + (((s - t.detach()) / lam.view(1, -1, 1, 1)) ** 2).mean()
-    return total / max(len(scales), 1)
-
-
-# ----------------------------------------------------------------------------------------------- training
 def _seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed)
@@ -248,11 +68,6 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
     much wall time; the checkpoint records the epochs and steps done. log: a JSON-lines file of per-epoch loss.
     Cosine learning-rate decay over the planned steps (or over max_minutes, whichever ends first).
     """
-    from ultralytics.utils import TQDM
-
-    from .darknet import load_darknet
-    from .model.checkpoint import save_ann
-
     levels, epochs, imgsz, batch = int(levels), int(epochs), int(imgsz), int(batch)
     if levels < 1:
         raise SpikedetError(f"levels must be >= 1, got {levels}")

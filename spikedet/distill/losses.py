@@ -1,0 +1,60 @@
+"""The distillation losses: the teacher's raw [yolo] outputs and, optionally, its activations."""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _soft_bce(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """BCE(student, sigmoid(teacher)) minus the teacher's entropy: the Bernoulli KL divergence, >= 0."""
+    p = torch.sigmoid(target_logits)
+    return (F.binary_cross_entropy_with_logits(logits, p, reduction="none")
+            - F.binary_cross_entropy_with_logits(target_logits, p, reduction="none"))
+
+
+def head_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor], nc: int,
+              weights=(1.0, 1.0, 1.0)) -> dict:
+    """Distillation loss on the raw [yolo] maps (see the module docstring): {"obj", "box", "cls", "loss"}."""
+    w_obj, w_box, w_cls = weights
+    obj = box = cls = 0.0
+    for s, t in zip(student_maps, teacher_maps):
+        b, c, h, w = s.shape
+        s = s.view(b, c // (5 + nc), 5 + nc, h, w)
+        t = t.detach().view(b, c // (5 + nc), 5 + nc, h, w)
+        p = torch.sigmoid(t[:, :, 4:5])
+        norm = p.sum().clamp(min=1e-6)
+        obj = obj + _soft_bce(s[:, :, 4], t[:, :, 4]).sum() / s[:, :, 4].numel()
+        box = box + (p * (s[:, :, :4] - t[:, :, :4]) ** 2).sum() / norm
+        if nc:
+            cls = cls + (p * _soft_bce(s[:, :, 5:], t[:, :, 5:])).sum() / norm
+    # objectness is averaged over every slot (most are background): scaled so its gradient is not negligible
+    obj = obj * 100.0
+    obj, box, cls = (v if torch.is_tensor(v) else torch.tensor(float(v)) for v in (obj, box, cls))
+    loss = w_obj * obj + w_box * box + w_cls * cls
+    return {"loss": loss, **{k: float(v.detach()) for k, v in (("obj", obj), ("box", box), ("cls", cls))}}
+
+
+class _Capture:
+    """Forward hooks that keep each listed module's output (for the feature loss)."""
+
+    def __init__(self, modules):
+        self.outputs, self.hooks = [None] * len(modules), []
+        for k, m in enumerate(modules):
+            self.hooks.append(m.register_forward_hook(self._hook(k)))
+
+    def _hook(self, k):
+        def hook(_, __, out):
+            self.outputs[k] = out
+        return hook
+
+    def remove(self):
+        for h in self.hooks:
+            h.remove()
+
+
+def feature_loss(student_feats, teacher_feats, scales) -> torch.Tensor:
+    """Mean over layers of the squared activation error in units of each channel's initial lam."""
+    total = 0.0
+    for s, t, lam in zip(student_feats, teacher_feats, scales):
+        total = total + (((s - t.detach()) / lam.view(1, -1, 1, 1)) ** 2).mean()
+    return total / max(len(scales), 1)
