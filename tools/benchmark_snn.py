@@ -43,11 +43,11 @@ PEER_POOL = {"spikingjelly": "shared", "spikingjelly_plain_pool": "plain"}
 ANN_PASSES = 5  # ANN passes per round of the interleaved timing
 
 
-
 def die(message: str):
     """One line, `error: ...`, exit 2: how every spikedet command reports bad input or a failed step."""
     print(f"error: benchmark_snn.py: {message}", file=sys.stderr)
     sys.exit(2)
+
 
 def loadavg() -> list:
     return [round(x, 2) for x in os.getloadavg()]
@@ -250,8 +250,7 @@ def check_peer(peer: str, spikes: str) -> str:
     except PeerUnavailable as e:
         die(f"{e}")
     if spikes != "binary":
-        die(f"--peer {peer} needs --spikes binary (SpikingJelly's IFNode emits binary "
-                 f"spikes), got {spikes}")
+        die(f"--peer {peer} needs --spikes binary (SpikingJelly's IFNode emits binary spikes), got {spikes}")
     return spikingjelly_version()
 
 
