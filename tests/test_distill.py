@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikedet.darknet import ConvBlock, DarknetModel, load_darknet
+from spikedet.darknet import DarknetModel, load_darknet
 from spikedet.distill import (DistillImages, channel_scales, distill, head_loss, leaky_activations,
                               load_batch, make_student, set_levels, training_images)
 from spikedet.errors import SpikedetError

@@ -225,8 +225,8 @@ CLI_CASES = {
     "detect chunk -2": (f"{DETECT} --chunk -2", "argument --chunk: expected a positive integer >= 1, got -2"),
     "detect chunk 0": (f"{DETECT} --chunk 0", "argument --chunk: expected a positive integer >= 1, got 0"),
     "eval chunk -2": (f"{EVAL_NET} --chunk -2", "argument --chunk: expected a positive integer"),
-    "convert calibration-count 0": (f"{CONVERT} --calibration-count 0", "argument --calibration-count: expected "
-                                                                       "a positive integer >= 1, got 0"),
+    "convert calibration-count 0": (f"{CONVERT} --calibration-count 0",
+                                    "argument --calibration-count: expected a positive integer >= 1, got 0"),
     # image sizes: 32 .. 8192, a multiple of 32
     "detect imgsz -32": (f"{DETECT} --imgsz -32", "argument --imgsz: expected an image size in pixels (a "
                                                   "multiple of 32) in 32..8192, got -32"),
@@ -254,10 +254,10 @@ CLI_CASES = {
     "convert cfg DIR": (f"{CONVERT} --cfg {{folder}}", "argument --cfg: {folder} is a directory, expected a file"),
     "detect cfg DIR": (f"{DETECT} --cfg {{folder}}", "argument --cfg: {folder} is a directory, expected a file"),
     "eval cfg DIR": (f"{EVAL_NET} --cfg {{folder}}", "argument --cfg: {folder} is a directory, expected a file"),
-    "detect weights DIR": ("detect --weights {folder} --source {img}", "argument --weights: {folder} is a "
-                                                                      "directory, expected a file"),
-    "eval gt-coco DIR": (f"{EVAL_DETS.replace('{gt}', '{folder}')}", "argument --gt-coco: {folder} is a directory, "
-                                                                      "expected a file"),
+    "detect weights DIR": ("detect --weights {folder} --source {img}",
+                           "argument --weights: {folder} is a directory, expected a file"),
+    "eval gt-coco DIR": (f"{EVAL_DETS.replace('{gt}', '{folder}')}",
+                         "argument --gt-coco: {folder} is a directory, expected a file"),
     "eval gt-voc FILE": ("eval --detections {dets} --gt-voc {file}", "argument --gt-voc: {file}: is a file, "
                                                                      "expected a folder"),
     "eval images FILE": (f"{EVAL_NET} --images {{file}}", "argument --images: {file}: is a file, expected a folder"),
@@ -330,8 +330,8 @@ def test_present_devices_are_accepted(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert [checks.device(d) for d in ("cpu", "cuda", "cuda:1")] == ["cpu", "cuda", "cuda:1"]
-    assert [checks.training_device(d) for d in ("cpu", "0", "0,1", "-1", "cuda:0")] == ["cpu", "0", "0,1", "-1",
-                                                                                       "cuda:0"]
+    devices = ("cpu", "0", "0,1", "-1", "cuda:0")
+    assert [checks.training_device(d) for d in devices] == list(devices)
 
 
 def test_the_timesteps_bound_is_stated_in_the_help(capsys):
@@ -635,8 +635,8 @@ def test_a_failing_benchmark_worker_is_one_line_and_exit_2(monkeypatch, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import benchmark_snn
 
-    crash = subprocess.CompletedProcess([], 1, stdout="", stderr="Traceback (most recent call last):\n  ...\n"
-                                                                "RuntimeError: out of memory\n")
+    crash = subprocess.CompletedProcess(
+        [], 1, stdout="", stderr="Traceback (most recent call last):\n  ...\nRuntimeError: out of memory\n")
     monkeypatch.setattr(benchmark_snn.subprocess, "run", lambda *a, **k: crash)
     with pytest.raises(SystemExit) as exit_:
         benchmark_snn.run_worker({"kind": "measure"})
