@@ -93,9 +93,9 @@ def smallest_t(results: dict, fractions=(0.95, 0.99)) -> Dict[str, Optional[int]
 def format_smallest_t(found: dict) -> str:
     if not found:
         return ""
-    parts = [f">= {share} of the ANN's {found['metric']} from T = {t}" if t is not None else
-             f"never >= {share} of the ANN's {found['metric']}" for share, t in found.items() if share != "metric"]
-    return "SNN keeps " + "; ".join(parts)
+    parts = [f">= {share}: {'from T = ' + str(t) if t is not None else 'at no scored T'}"
+             for share, t in found.items() if share != "metric"]
+    return f"SNN share of the ANN's {found['metric']}, " + "; ".join(parts)
 
 
 def format_timing(results: dict) -> str:
