@@ -25,6 +25,14 @@ def init_from_env(device: str) -> str:
     return device
 
 
+def finish():
+    """Wait for every process, then leave the process group (a process that exits with the group still open
+    can abort in gloo's teardown while rank 0 is still scoring)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_and_size():
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 

@@ -92,9 +92,14 @@ def _run_eval(args, parser):
     if args.detections and (args.max_images or args.plot or args.timesteps):
         parser.error("--max-images, --plot and --timesteps apply to --weights (a detections file is scored as it is)")
     checks.check_timesteps(args.timesteps, args.allow_long_t, parser)
-    results = _score_network(args) if args.weights else _score_detections(args)
-    if args.json and results is not None:
-        atomic_write_json(args.json, results)
+    from ..distributed import finish
+
+    try:
+        results = _score_network(args) if args.weights else _score_detections(args)
+        if args.json and results is not None:
+            atomic_write_json(args.json, results)
+    finally:
+        finish()
 
 
 def _score_detections(args):
