@@ -21,7 +21,7 @@ from .errors import fail
 from .inference import StreamSettings, calibration_images
 from .model.checkpoint import load_ann, save_ann
 from .model.yolo import DualErrorYOLO
-from .networks import (class_names, default_imgsz, default_resize, default_timesteps, is_darknet, is_snn,
+from .networks import (class_names, default_imgsz, default_resize, default_timesteps, is_snn,
                        load_network)
 from .snn.convert import convert, reference_ann
 from .snn.files import save_snn
@@ -147,7 +147,3 @@ class SpikingYOLO:
     def save(self, path: PathLike) -> Path:
         """Write this network as a spikedet file (an SNN with its source ANN, or an ANN checkpoint)."""
         return save_snn(self.network, self.ann, path) if self.is_snn else save_ann(self.network, path)
-
-    @property
-    def darknet(self) -> bool:
-        return is_darknet(self.network)

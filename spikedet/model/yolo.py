@@ -17,7 +17,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ..defaults import CHOICES
 from ..errors import SpikedetError, fail
 from ..fileio import read_yaml
-from .activation import DualErrorReLU, DualErrorSettings, dual_error_modules
+from .activation import DualErrorReLU, DualErrorSettings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 POOL_CHOICES = CHOICES["pool"]
@@ -128,8 +128,3 @@ def install_dual_error(model: nn.Module, settings: DualErrorSettings) -> nn.Modu
 
 def _is_activation(m: nn.Module) -> bool:
     return type(m).__module__ == "torch.nn.modules.activation"
-
-
-def thresholds(model: nn.Module):
-    """The learned lambda of every DualErrorReLU, in module order (for inspection and conversion)."""
-    return [m.lam.detach().clone() for m in dual_error_modules(model)]
