@@ -44,6 +44,13 @@ def number(low: float = None, high: float = None, low_open: bool = False):
 
 
 positive = integer(1, what="a positive integer")
+
+
+def positive_list(text: str) -> list:
+    """An argparse type: one positive integer or several separated by commas (--levels 8,16)."""
+    return [positive(part) for part in text.split(",")]
+
+
 imgsz = integer(32, 8192, "an image size in pixels (a multiple of 32)")
 
 

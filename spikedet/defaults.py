@@ -11,6 +11,7 @@ CHOICES = {
     "granularity": ("layer", "channel"),  # one dual-error lambda per layer or per channel
     "lambda_grad": ("residue", "zero"),
     "method": ("steps", "closed-form"),  # how an SNN is run (snn.engine; the closed form: burst neurons only)
+    "distill_init": ("mse", "percentile"),  # where a distilled student's lambda starts (spikedet.distill)
 }
 
 DEFAULTS = {
@@ -49,7 +50,10 @@ DEFAULTS = {
     "workers": 8,
     "seed": 0,
     # distillation of a darknet network (spikedet.distill)
-    "levels_distill": 8,
+    "levels_distill": (8, 16),  # one drawn per step: the same thresholds serve T = 8 and T = 16
     "epochs_distill": 30,
     "batch_distill": 8,
+    "lr_distill": 1e-5,  # Adam, weights and batch-norm affine parameters: small, so the float network survives
+    "lam_lr_distill": 1e-2,  # Adam, the thresholds lambda
+    "feature_weight_distill": 25.0,  # the per-layer activation term against the head-output terms
 }

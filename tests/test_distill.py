@@ -6,7 +6,7 @@ import torch
 
 from spikedet.darknet import DarknetModel, load_darknet
 from spikedet.distill import (DistillImages, channel_scales, distill, head_loss, leaky_activations,
-                              load_batch, make_student, set_levels, training_images)
+                              load_batch, make_student, mse_scales, set_levels, training_images)
 from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorLeakyReLU, DualErrorSettings
 from spikedet.model.checkpoint import load_ann
@@ -113,6 +113,49 @@ def test_distill_writes_a_checkpoint_that_converts_without_calibration(files, tm
     assert torch.allclose(snn.simulate(x, [4], method="steps")[4], ann, atol=1e-4, rtol=1e-4)
 
 
+def test_mse_init_fits_the_levels_better_than_a_high_percentile(files):
+    cfg, weights, names, folder = files
+    teacher = load_darknet(cfg, weights, names)
+    x = load_batch(training_images(folder), 32)
+    feats = []
+    hooks = [a.register_forward_hook(lambda m, i, o: feats.append(o)) for a in leaky_activations(teacher)]
+    with torch.no_grad():
+        teacher(x)
+    for h in hooks:
+        h.remove()
+
+    def error(scales, levels):  # the dual-error units' squared error against the float activations
+        unit = DualErrorLeakyReLU(1, DualErrorSettings(levels=1), 0.1)
+        total = 0.0
+        for z, lam in zip(feats, scales):
+            for L in levels:
+                unit.settings = DualErrorSettings(levels=L)
+                unit.lam = torch.nn.Parameter(lam)
+                with torch.no_grad():  # the unit applies leaky_relu itself: z >= 0 stays, z < 0 is x / 10 -> x
+                    y = unit(torch.where(z >= 0, z, z * 10))
+                total += float((y - z).pow(2).mean())
+        return total
+
+    percentile = channel_scales(teacher, x)
+    for levels in ([2], [4, 8]):
+        best = mse_scales(teacher, x, levels, samples=10 ** 6)  # every activation kept: an exact search
+        assert all(bool((lam > 0).all()) for lam in best)
+        assert error(best, levels) < error(percentile, levels)
+
+
+def test_several_levels_are_drawn_and_the_checkpoint_keeps_the_smallest(files, tmp_path):
+    cfg, weights, names, folder = files
+    out = distill(weights, cfg, folder, tmp_path / "multi.pt", levels=[8, 4], epochs=1, imgsz=32, batch=3,
+                  names=names, progress=False)
+    content = torch.load(out, weights_only=True)
+    assert content["distill"]["train_levels"] == [4, 8] and content["distill"]["levels"] == 4
+    assert content["distill"]["init"] == "mse"
+    assert content["config"]["dual_error"]["levels"] == 4
+    assert all(a.settings.levels == 4 for a in leaky_activations(load_ann(out)))
+    with pytest.raises(SpikedetError, match="init"):
+        distill(weights, cfg, folder, tmp_path / "x.pt", imgsz=32, progress=False, names=names, init="max")
+
+
 def test_distill_is_deterministic_given_seed(files, tmp_path):
     cfg, weights, names, folder = files
     kw = dict(levels=4, epochs=1, imgsz=32, batch=3, names=names, progress=False, seed=3)
@@ -132,7 +175,7 @@ def test_lambda_only_changes_only_thresholds(files, tmp_path):
     assert len(lam_keys) == 6
     for k, v in reference.items():
         assert torch.equal(state[k], v), k
-    initial = channel_scales(teacher, load_batch(training_images(folder), 32))
+    initial = mse_scales(teacher, load_batch(training_images(folder), 32), [4])
     assert any(not torch.allclose(state[k].float(), lam.half().float()) for k, lam in zip(lam_keys, initial))
 
 
@@ -181,3 +224,29 @@ def test_augmentation_gives_imgsz_crops_and_bad_inputs_fail(files, tmp_path):
     with pytest.raises(SpikedetError, match="multiple"):
         distill(weights, cfg, folder, tmp_path / "x.pt", imgsz=36, progress=False, names=names)
     assert len(leaky_activations(load_darknet(cfg, weights, names))) == 6
+
+
+@pytest.mark.parametrize("option, message", [("foo=1", "takes no option 'foo'"), ("lr=abc", "lr='abc'"),
+                                             ("lr=-1", "lr=-1"), ("threads=1.5", "threads=1.5"),
+                                             ("max_minutes=.nan", "max_minutes=nan")])
+def test_distill_options_on_the_command_line_fail_in_one_line(files, tmp_path, capsys, option, message):
+    from spikedet.cli import main
+
+    cfg, weights, names, folder = files
+    code = main(["train", "--distill", "--weights", str(weights), "--cfg", str(cfg), "--names", str(names),
+                 "--images", str(folder), "--output", str(tmp_path / "x.pt"), "--imgsz", "32", option])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_distill_takes_numbers_written_as_yaml_reads_them(files, tmp_path):
+    from spikedet.cli import main
+
+    cfg, weights, names, folder = files
+    out = tmp_path / "x.pt"
+    assert main(["train", "--distill", "--weights", str(weights), "--cfg", str(cfg), "--names", str(names),
+                 "--images", str(folder), "--output", str(out), "--imgsz", "32", "--epochs", "1", "--batch", "3",
+                 "--levels", "4,8", "lr=1e-5", "feature_weight=2"]) == 0
+    record = torch.load(out, weights_only=True)["distill"]
+    assert record["lr"] == 1e-5 and record["feature_weight"] == 2.0 and record["train_levels"] == [4, 8]

@@ -178,6 +178,32 @@ def test_spike_max_pool_count_is_the_max_count_after_every_step():
     assert (naive - expected[-1] / steps).mean() > 0.1  # a plain max of spikes per step overestimates
 
 
+def _with_and_without_pool_first(snn, images, timesteps, chunk):
+    first = next(iter(snn._pool_after))  # the first conv, read only by a max-pool
+    fast = snn.simulate(images, timesteps, chunk=chunk, method="steps")
+    pooled_shape = first.neuron.v.shape
+    pairs, snn._pool_after = snn._pool_after, {}
+    slow = snn.simulate(images, timesteps, chunk=chunk, method="steps")
+    snn._pool_after = pairs
+    assert pooled_shape[-1] * 2 == first.neuron.v.shape[-1]  # the fast run fired only the pooled neurons
+    return fast, slow
+
+
+@pytest.mark.parametrize("spikes", ["binary", "signed", "burst"])
+def test_pooling_the_constant_current_before_firing_changes_no_output(spikes, tmp_path):
+    """SpikingConv.fire_pooled: for the image's constant current, conv -> neurons -> count-gated pool equals
+    conv -> max-pool of the current -> neurons, bit for bit (ties between equal currents made common)."""
+    model, images, _ = random_network(levels=8)
+    images = (images * 4).round() / 4
+    fast, slow = _with_and_without_pool_first(convert(model, spikes=spikes), images, [3, 8, 13], chunk=5)
+    assert all(torch.equal(fast[t], slow[t]) for t in (3, 8, 13))
+    if spikes == "burst":  # leaky units: burst neurons only (binary leaky neurons take the step loop)
+        leaky, leaky_images = _tiny_darknet(tmp_path)
+        snn = convert(leaky, calibration_images=leaky_images, percentile=100, spikes=spikes)
+        fast, slow = _with_and_without_pool_first(snn, (leaky_images * 4).round() / 4, [5, 16], chunk=3)
+        assert all(torch.equal(fast[t], slow[t]) for t in (5, 16))
+
+
 def test_statistics_report_rates_sops_and_energy():
     model, images, _ = random_network(levels=8)
     snn = convert(model)

@@ -57,7 +57,9 @@ def _add_train_arguments(parser):
     model.add_argument("--scale", choices=("n", "s", "m"), help="width: n = 0.25, s = 0.5, m = 1.0")
     model.add_argument("--pool", choices=CHOICES["pool"], help="what the max-pool layers become")
     de = parser.add_argument_group("dual-error activation (default: from the model config)")
-    de.add_argument("--levels", type=checks.positive, help="L: the time steps the SNN is meant to run")
+    de.add_argument("--levels", type=checks.positive_list, metavar="L",
+                    help="L: the time steps the SNN is meant to run (--distill takes several, e.g. 8,16: one is "
+                    "drawn per step)")
     de.add_argument("--granularity", choices=CHOICES["granularity"], help="one lambda per layer or per channel")
     de.add_argument("--clip", type=checks.boolean, help="inject the clipping error (true/false)")
     de.add_argument("--quantize", type=checks.boolean, help="inject the quantization error (true/false)")
@@ -72,6 +74,8 @@ def _add_train_arguments(parser):
     kd.add_argument("--output", type=checks.output_file, help="the checkpoint to write")
     kd.add_argument("--lambda-only", action="store_true",
                     help="learn only the thresholds lambda (weights frozen): the calibration baseline")
+    kd.add_argument("--init", choices=CHOICES["distill_init"], default=CHOICES["distill_init"][0],
+                    help="where lambda starts: least squared error at the levels (mse) or p99.99 (percentile)")
 
 
 @command("train", help="train a dual-error Tiny-YOLO with ultralytics' trainer")(_add_train_arguments)
@@ -82,6 +86,9 @@ def _run_train(args, parser):
 
     if not args.data and not args.resume:
         parser.error("the following arguments are required: --data (or --resume)")
+    if args.levels and len(args.levels) > 1:
+        parser.error("--levels takes one value when training (several only with --distill)")
+    args.levels = args.levels[0] if args.levels else None
     dual_error = {k: getattr(args, k) for k in ("levels", "granularity", "clip", "quantize")
                   if getattr(args, k) is not None}
     if args.relu:
@@ -97,7 +104,7 @@ def _run_train(args, parser):
 
 
 def _run_distill(args, parser):
-    from ..distill import distill
+    from ..distill import check_options, distill
 
     missing = [f"--{k}" for k in ("weights", "cfg", "images", "output") if not getattr(args, k)]
     if missing:
@@ -105,7 +112,8 @@ def _run_distill(args, parser):
     if args.data or args.resume or args.pretrained:
         parser.error("--distill takes its images from --images (no --data, --resume or --pretrained)")
     best = distill(args.weights, args.cfg, args.images, args.output, levels=args.levels or DEFAULTS["levels_distill"],
+                   init=args.init,
                    epochs=args.epochs or DEFAULTS["epochs_distill"], imgsz=args.imgsz,
                    batch=args.batch or DEFAULTS["batch_distill"], lambda_only=args.lambda_only, seed=args.seed,
-                   names=args.names, **dict(args.overrides))
+                   names=args.names, **check_options(dict(args.overrides)))
     print(f"distilled weights: {best}")

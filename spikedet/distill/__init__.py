@@ -21,31 +21,38 @@ threshold): a direct signal for every layer, which the head-only loss reaches on
 straight-through estimators.
 
 Batch-norm statistics stay frozen (the model runs in eval mode; gradients still flow through the affine
-BN parameters unless `lambda_only`). lam starts at the p99.99 per channel of the teacher's activations on the
-first 32 training images (the converter's default channel-wise normalization, i.e. the network converted as
-trained). `lambda_only` freezes every weight (conv and BN): only lam learns -- the calibration baseline.
+BN parameters unless `lambda_only`). lam starts, per channel, where the dual-error unit's squared error against
+the teacher's activations on the first 32 training images is smallest (`init="mse"`; about half the channel's
+maximum at L = 8), or at their p99.99 (`init="percentile"`: the converter's default channel-wise
+normalization, i.e. the network converted as trained). `lambda_only` freezes every weight (conv and BN): only
+lam learns -- the calibration baseline.
+
+Several `levels` (e.g. 8 and 16): each step draws one, so the same thresholds serve every T the SNN will run
+at; the checkpoint is recorded at the smallest.
 """
 import json
 import math
 import random
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from ultralytics.utils import TQDM
 
 from ..darknet import load_darknet
+from ..defaults import CHOICES, DEFAULTS
 from ..errors import SpikedetError, fail
 from ..model.checkpoint import save_ann
 from .images import DistillImages, load_batch, training_images
 from .losses import _Capture, feature_loss, head_loss
-from .student import CALIBRATION_COUNT, INIT_PERCENTILE, channel_scales, leaky_activations, make_student, set_levels
+from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, channel_scales, leaky_activations, make_student, mse_scales,
+                      set_levels)
 
 __all__ = ["distill", "DistillImages", "load_batch", "training_images", "feature_loss", "head_loss",
            "CALIBRATION_COUNT", "INIT_PERCENTILE", "channel_scales", "leaky_activations", "make_student",
-           "set_levels"]
+           "mse_scales", "set_levels", "check_options", "OPTIONS"]
 
 
 def _seed_everything(seed: int):
@@ -54,23 +61,69 @@ def _seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
+# the options given as key=value on the command line (tools/train.py --distill ... lr=0.00005), with their checks
+OPTIONS = {
+    "lr": (float, "a learning rate > 0", lambda v: v > 0),
+    "lam_lr": (float, "a learning rate > 0", lambda v: v > 0),
+    "feature_weight": (float, "a weight >= 0", lambda v: v >= 0),
+    "max_minutes": (float, "minutes > 0", lambda v: v > 0),
+    "threads": (int, "threads >= 1", lambda v: v >= 1),
+    "workers": (int, "workers >= 0", lambda v: v >= 0),
+    "log": (str, "a file path", bool),
+}
+
+
+def check_options(options: dict) -> dict:
+    """The key=value options of a distillation, converted to their types; a SpikedetError naming the first bad one."""
+    checked = {}
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise SpikedetError(f"distillation takes no option {key!r}; it takes {', '.join(OPTIONS)}")
+        kind, what, ok = OPTIONS[key]
+        try:
+            converted = kind(value) if value is not None else None
+            if kind is int and converted != float(value):  # threads=1.5 is not 1 thread
+                converted = None
+        except (TypeError, ValueError):
+            converted = None
+        if converted is not None and kind is float and not math.isfinite(converted):
+            converted = None
+        if value is not None and (converted is None or not ok(converted)):
+            raise SpikedetError(f"{key}={value!r}: expected {what}")
+        checked[key] = converted
+    return checked
+
+
 def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str, Path], output: Union[str, Path],
-            levels: int = 8, epochs: int = 30, imgsz: int = 416, batch: int = 8, lambda_only: bool = False,
-            lr: float = 1e-4, lam_lr: float = 1e-2, workers: int = 0, seed: int = 0, progress: bool = True,
-            names: Optional[Union[str, Path]] = None, feature_weight: float = 0.0, max_minutes: float = None,
-            log: Optional[Union[str, Path]] = None, threads: Optional[int] = None) -> Path:
+            levels: Union[int, Sequence[int]] = DEFAULTS["levels_distill"], epochs: int = DEFAULTS["epochs_distill"],
+            imgsz: int = DEFAULTS["imgsz"], batch: int = DEFAULTS["batch_distill"], lambda_only: bool = False,
+            lr: float = DEFAULTS["lr_distill"], lam_lr: float = DEFAULTS["lam_lr_distill"], workers: int = 0,
+            seed: int = DEFAULTS["seed"], progress: bool = True, names: Optional[Union[str, Path]] = None,
+            feature_weight: float = DEFAULTS["feature_weight_distill"], max_minutes: float = None,
+            log: Optional[Union[str, Path]] = None, threads: Optional[int] = None,
+            init: str = CHOICES["distill_init"][0]) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
     the float network on `images` (a folder or a dataset YAML's train split; labels ignored); writes a spikedet
     ANN checkpoint to `output` (half precision) and returns its path.
+
+    levels: one L, or several drawn one per step (the checkpoint is recorded at the smallest). init: where lam
+    starts ("mse" or "percentile", see the module docstring).
 
     lambda_only: train only the thresholds (every weight frozen). feature_weight: weight of the per-layer
     activation-matching term (0: head outputs only). max_minutes: stop early (at a step boundary) after this
     much wall time; the checkpoint records the epochs and steps done. log: a JSON-lines file of per-epoch loss.
     Cosine learning-rate decay over the planned steps (or over max_minutes, whichever ends first).
     """
-    levels, epochs, imgsz, batch = int(levels), int(epochs), int(imgsz), int(batch)
-    if levels < 1:
+    options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
+                                 threads=threads, workers=workers, log=None if log is None else str(log)))
+    lr, lam_lr, feature_weight = options["lr"], options["lam_lr"], options["feature_weight"]
+    max_minutes, threads, workers = options["max_minutes"], options["threads"], options["workers"]
+    train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
+    epochs, imgsz, batch = int(epochs), int(imgsz), int(batch)
+    if not train_levels or train_levels[0] < 1:
         raise SpikedetError(f"levels must be >= 1, got {levels}")
+    if init not in CHOICES["distill_init"]:
+        raise SpikedetError(f"init must be one of {CHOICES['distill_init']}, got {init!r}")
     if epochs < 1 or batch < 1:
         raise SpikedetError("epochs and batch must be >= 1")
     for path, what in ((weights, "darknet weights"), (cfg, "darknet cfg")):
@@ -87,8 +140,10 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         p.requires_grad_(False)
 
     calibration = paths[:CALIBRATION_COUNT]
-    scales = channel_scales(teacher, load_batch(calibration, imgsz))
-    student = make_student(teacher, levels, scales)
+    calibration_batch = load_batch(calibration, imgsz)
+    scales = (mse_scales(teacher, calibration_batch, train_levels) if init == "mse"
+              else channel_scales(teacher, calibration_batch))
+    student = make_student(teacher, train_levels[0], scales)
     student.eval()  # frozen BN statistics; gradients still flow
     lams = [p for n, p in student.named_parameters() if n.endswith(".lam")]
     others = [p for n, p in student.named_parameters() if not n.endswith(".lam")]
@@ -98,6 +153,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
     optimizer = torch.optim.Adam(groups)
     base_lrs = [g["lr"] for g in groups]
 
+    draw_levels = random.Random(seed)
     data = DistillImages(paths, imgsz, seed)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=len(paths) >= batch,
@@ -122,6 +178,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
                     progress_fraction = max(progress_fraction, (time.time() - started) / 60 / max_minutes)
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * 0.5 * (1 + math.cos(math.pi * min(progress_fraction, 1.0)))
+                set_levels(student, draw_levels.choice(train_levels))
                 with torch.no_grad():
                     _, t_maps = teacher(x)
                 _, s_maps = student(x)
@@ -157,6 +214,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
             if stop:
                 break
     finally:
+        set_levels(student, train_levels[0])
         if capture is not None:
             capture[0].remove()
             capture[1].remove()
@@ -167,8 +225,10 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         "teacher": {"weights": str(Path(weights).resolve()), "cfg": str(Path(cfg).resolve()),
                     "weights_sha256": _sha256(weights)},
         "images": [p.name for p in paths], "images_source": str(Path(images).resolve()),
-        "calibration_images": [p.name for p in calibration], "init_percentile": INIT_PERCENTILE,
-        "levels": levels, "epochs": epochs, "epochs_done": float(done_epochs), "steps": step, "imgsz": imgsz,
+        "calibration_images": [p.name for p in calibration], "init": init,
+        **({"init_percentile": INIT_PERCENTILE} if init == "percentile" else {}),
+        "levels": train_levels[0], "train_levels": train_levels, "epochs": epochs, "epochs_done": float(done_epochs),
+        "steps": step, "imgsz": imgsz,
         "batch": batch, "lambda_only": bool(lambda_only), "lr": float(lr), "lam_lr": float(lam_lr),
         "feature_weight": float(feature_weight), "seed": int(seed), "minutes": round((time.time() - started) / 60, 2),
         "augment": "RandomResizedCrop(scale 0.4-1, ratio 0.6-1.66) + HorizontalFlip + ColorJitter, stretch",

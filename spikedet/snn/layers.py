@@ -8,12 +8,22 @@ fixed thresholds.
 Each layer also takes closed_form.Counts (the counts after T steps, for burst networks) and returns the
 counts after T steps, without touching its state.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .closed_form import Counts, concat_counts, summed_current
 from .neurons import IFNeuron, MemoryModule, Static, apply_per_step, fold_time, unfold_time
+
+
+@dataclass
+class Pooled:
+    """Spikes of a SpikingConv that max-pooled its current before firing (fire_pooled): the SpikeMaxPool
+    reading them passes them on."""
+
+    spikes: torch.Tensor
 
 
 class SpikingConv(nn.Module):
@@ -27,6 +37,18 @@ class SpikingConv(nn.Module):
         if isinstance(x, Counts):
             return Counts(self.neuron.counts(summed_current(self.conv, x), x.steps), x.steps)
         return self.neuron(apply_per_step(self.conv, x))
+
+    def fire_pooled(self, x, pool: "SpikeMaxPool"):
+        """This layer followed by `pool`, for a constant input current (the image): where the neurons' counts
+        are monotone in a constant current, the pooled count (the max of a window's counts) is the count of
+        the window's largest current, so the current is pooled first and only the pooled neurons fire: the
+        same spikes out of the pool, for a quarter of the neurons (2x2 windows). The neurons then hold the
+        pooled shape, so a spike monitor must not watch this (the engine takes this path only unobserved).
+        Returns Pooled spikes, or None where it does not apply."""
+        if not (isinstance(x, Static) and self.neuron.monotone_in_constant_current()):
+            return None
+        current = apply_per_step(self.conv, x)
+        return Pooled(self.neuron(Static(pool.pool(current.x), current.steps)))
 
 
 class Integrator(MemoryModule):
@@ -69,16 +91,21 @@ class SpikeMaxPool(MemoryModule):
         self.register_memory("counts", None)  # each input neuron's spike count so far
         self.register_memory("leader_counts", None)  # each window's highest count so far
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
     def forward(self, x):
         if isinstance(x, Counts):  # the output count is the max input count
-            return x.map(lambda c: F.max_pool2d(c, self.kernel_size, self.stride, self.padding))
+            return x.map(self.pool)
         if isinstance(x, Static):
-            return Static(F.max_pool2d(x.x, self.kernel_size, self.stride, self.padding), x.steps)
+            return Static(self.pool(x.x), x.steps)
+        if isinstance(x, Pooled):
+            return x.spikes
         counts = torch.cumsum(x, 0)
         if self.counts is not None:
             counts = counts + self.counts
         self.counts = counts[-1]
-        pooled = F.max_pool2d(fold_time(counts), self.kernel_size, self.stride, self.padding)
+        pooled = self.pool(fold_time(counts))
         highest = unfold_time(pooled, x.shape[0])
         before = torch.zeros_like(highest[:1]) if self.leader_counts is None else self.leader_counts[None]
         self.leader_counts = highest[-1]

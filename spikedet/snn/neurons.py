@@ -145,6 +145,13 @@ class IFNeuron(MemoryModule):
         self.net = net if signed else self.net + out.sum(0)
         return out
 
+    def monotone_in_constant_current(self) -> bool:
+        """Whether, fed one constant current since reset, the count after every step is a non-decreasing
+        function of that current (the burst closed form, t * x then burst_count): then the max of several
+        neurons' counts is the count of the neuron with the largest current (layers.SpikingConv.fire_pooled)."""
+        return self.constant_input and (self.spikes == "burst" or (
+            self.reset_mode == "subtract" and self.negative_slope is None))
+
     def step_options(self) -> dict:
         slope = self.negative_slope
         return dict(signed=self.spikes == "signed", reset_zero=self.reset_mode == "zero",
@@ -158,14 +165,16 @@ class IFNeuron(MemoryModule):
         It is also the count of binary and signed neurons while the input has been one constant since reset
         (then v never goes below its start, no spike is taken back and none would be above 1 per step).
         """
-        if isinstance(current, Static):
-            k = torch.arange(1, steps + 1, dtype=current.x.dtype, device=current.x.device)
-            increments = k.view(-1, *([1] * current.x.dim())) * current.x
+        like = current.x if isinstance(current, Static) else current[0]
+        t = torch.arange(self.steps + 1, self.steps + steps + 1, dtype=like.dtype, device=like.device)
+        t = t.view(-1, *([1] * like.dim()))
+        if isinstance(current, Static) and self.constant_input:
+            total = t * current.x  # input summed since reset, as the closed form computes it: monotone in x
+        elif isinstance(current, Static):
+            total = (self.v + self.net - self.v_init) + (t - self.steps) * current.x
         else:
-            increments = current.cumsum(0)
-        total = (self.v + self.net - self.v_init) + increments  # input summed since reset, per step
-        t = torch.arange(self.steps + 1, self.steps + steps + 1, dtype=total.dtype, device=total.device)
-        counts = self.burst_count(total, t.view(-1, *([1] * (total.dim() - 1))))
+            total = (self.v + self.net - self.v_init) + current.cumsum(0)
+        counts = self.burst_count(total, t)
         out = torch.diff(counts, dim=0, prepend=self.net.unsqueeze(0))
         self.steps += steps
         self.net = counts[-1]
