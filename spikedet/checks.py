@@ -158,8 +158,11 @@ def existing_dir(text: str) -> str:
 
 
 def output_file(text: str) -> str:
-    """A path a file can be written to: not a folder, no file among its parents, a writable folder."""
+    """A path a new file can be written to: nothing there yet (outputs are never silently overwritten), no file
+    among its parents, a writable folder."""
     problem = output_problem(Path(text))
+    if problem is None and Path(text).exists():
+        problem = "already exists: give another name, or remove it first"
     if problem:
         raise argparse.ArgumentTypeError(f"{text}: {problem}")
     return text

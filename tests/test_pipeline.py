@@ -30,6 +30,34 @@ def test_snn_at_t_equals_l_scores_exactly_as_its_ann(trained):
                for a, s in zip(ann_dets, snn_dets))
 
 
+def test_plot_draws_several_sweeps_and_refuses_what_it_cannot_draw(trained, tmp_path, capsys):
+    data, weights, _ = trained
+    sweeps = []
+    for T in ("2", "4"):
+        sweeps.append(tmp_path / f"sweep{T}.json")
+        assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",
+                     "--timesteps", "1", T, "--json", str(sweeps[-1])]) == 0
+    png = tmp_path / "both.png"
+    assert main(["plot", *map(str, sweeps), "--labels", "to T=2", "to T=4", "--metric", "mAP50_95",
+                 "--reference", "0.5", "--output", str(png)]) == 0
+    import cv2
+
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 300 and image.shape[1] > 500
+    capsys.readouterr()
+    for argv, message, out in ((["--metric", "voc07"], "no metric 'voc07'", tmp_path / "new.png"),
+                               (["--labels", "one"], "2 results files", tmp_path / "new.png"),
+                               ([], "already exists", png)):
+        assert main(["plot", *map(str, sweeps), *argv, "--output", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "new.png").exists()
+    not_a_sweep = tmp_path / "list.json"
+    not_a_sweep.write_text("[]")
+    assert main(["plot", str(not_a_sweep), "--output", str(tmp_path / "x.png")]) == 2
+    assert "not an eval sweep" in capsys.readouterr().err
+
+
 def test_voc_scores_of_a_network_equal_the_devkit_on_its_own_detections(trained, tmp_path):
     """eval --gt-voc on a network == evaluate_voc on the detections it writes (labels mapped by name, boxes
     moved to the devkit's 1-based pixels): the path from network to VOC AP adds nothing of its own."""

@@ -427,6 +427,19 @@ def test_an_output_in_a_read_only_folder_is_refused_before_any_work(args, option
     assert list((read_only_folder / "ro").iterdir()) == []
 
 
+@pytest.mark.parametrize("option", ["--output", "--json"])
+def test_an_existing_output_is_never_overwritten(option, tmp_path, capsys):
+    existing = tmp_path / "taken.pt"
+    existing.write_bytes(b"the user's file")
+    (tmp_path / "gt.json").write_text("{}")
+    argv = (["convert", "--weights", SHIPPED, "--output", existing] if option == "--output" else
+            ["eval", "--weights", SHIPPED, "--gt-coco", tmp_path / "gt.json", "--json", existing])
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    one_error_line(err, f"argument {option}: {existing}: already exists")
+    assert existing.read_bytes() == b"the user's file"
+
+
 # --- ground truth -----------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,6 @@
-"""`spikedet convert`, `eval`, `detect` and `demo`: from a trained network to scores and detections."""
+"""`spikedet convert`, `eval`, `plot`, `detect` and `demo`: from a trained network to scores and detections."""
+from pathlib import Path
+
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
 from . import _network_arguments, _open, _stream_arguments, _stream_options, _timesteps_arguments, command
@@ -135,6 +137,39 @@ def _score_network(args):
     if args.plot:
         plot_sweep(results, args.plot, title=f"{args.weights}")
     return results
+
+
+# --- plot ---------------------------------------------------------------------------------------------------
+
+
+def _add_plot_arguments(parser):
+    parser.add_argument("results", nargs="+", metavar="RESULTS.json", type=checks.existing_file,
+                        help="sweeps written by `eval --weights ... --json`")
+    parser.add_argument("--labels", nargs="+", help="one per results file (default: the file names)")
+    parser.add_argument("--metric", help="mAP50 or mAP50_95 (COCO), voc07 or voc10 (VOC); default: the first")
+    parser.add_argument("--reference", type=checks.number(0, 1), help="a score to draw as a line, e.g. the float "
+                        "network's")
+    parser.add_argument("--title")
+    parser.add_argument("--output", required=True, metavar="OUT.png", type=checks.output_file)
+
+
+@command("plot", help="plot several eval sweeps (mAP against T) in one figure")(_add_plot_arguments)
+def _run_plot(args, parser):
+    from ..errors import fail
+    from ..eval.report import plot_sweeps
+    from ..fileio import read_json
+
+    labels = args.labels or [Path(p).stem for p in args.results]
+    if len(labels) != len(args.results):
+        parser.error(f"{len(args.results)} results files but {len(labels)} labels")
+    runs = {}
+    for label, path in zip(labels, args.results):
+        results = read_json(path, "eval results")
+        if not isinstance(results, dict) or not ("snn" in results or "ann" in results):
+            raise fail(path, "not an eval sweep (expected the JSON of `eval --weights ... --json`)")
+        runs[label] = results
+    plot_sweeps(runs, args.output, args.metric, args.reference, args.title)
+    print(f"plot: {args.output}")
 
 
 # --- detect -------------------------------------------------------------------------------------------------

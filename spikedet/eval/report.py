@@ -1,7 +1,8 @@
-"""Plain-text tables of evaluation results, for the terminal, and the plot of mAP against T."""
+"""Plain-text tables of evaluation results, for the terminal, and plots of mAP against T."""
 import io
 from typing import Dict, Optional
 
+from ..errors import SpikedetError
 from ..fileio import atomic_write_bytes
 
 # What each COCO metric averages over, in COCOeval.summarize()'s words.
@@ -111,27 +112,56 @@ def _ratio(value: Optional[float], reference: Optional[float]) -> str:
 
 
 def plot_sweep(results: dict, path, title: str = "mAP vs time steps") -> None:
-    """PNG of each headline metric against T (log scale), the ANN as a dashed line."""
+    """PNG of each headline metric of one sweep against T (log scale), the ANN as a dashed line."""
+    some = next(iter(results.get("snn", {}).values()), results.get("ann"))
+    curves = [(f"SNN {key}", f"ANN {key}", _metric_series(results, key)) for key in headline(some)]
+    _plot(curves, path, title, ylabel="mAP")
+
+
+def plot_sweeps(runs: Dict[str, dict], path, metric: str = None, reference: Optional[float] = None,
+                title: str = None) -> None:
+    """PNG of one headline metric (default: the first) against T for several sweeps ({label: eval results}),
+    each run's ANN dashed in its colour; `reference`: a grey line (e.g. the original float network's score)."""
+    first = next(iter(runs.values()))
+    metric = metric or next(iter(headline(next(iter(first.get("snn", {}).values()), first.get("ann")))))
+    curves = [(label, f"{label}: ANN", _metric_series(results, metric)) for label, results in runs.items()]
+    _plot(curves, path, title or f"{metric} vs time steps", ylabel=metric, reference=reference)
+
+
+def _metric_series(results: dict, key: str):
+    """(steps, values, ANN value or None) of one headline metric of a sweep; a metric it lacks is an error."""
+    snn = results.get("snn", {})
+    rows = list(snn.values()) + ([results["ann"]] if "ann" in results else [])
+    if not rows or key not in headline(rows[0]):
+        known = sorted(headline(rows[0])) if rows else []
+        raise SpikedetError(f"no metric {key!r} in these results (they have {', '.join(known) or 'none'})")
+    ann = headline(results["ann"])[key] if "ann" in results else None
+    return [int(t) for t in snn], [headline(m)[key] or 0.0 for m in snn.values()], ann
+
+
+def _plot(curves, path, title: str, ylabel: str, reference: Optional[float] = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    snn = results.get("snn", {})
-    steps = [int(t) for t in snn]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, key in enumerate(headline(next(iter(snn.values())) if snn else results["ann"])):
-        color = f"C{i}"
-        if snn:
-            ax.plot(steps, [headline(m)[key] or 0.0 for m in snn.values()], "o-", color=color, label=f"SNN {key}")
-        if "ann" in results:
-            ax.axhline(headline(results["ann"])[key] or 0.0, color=color, ls="--", label=f"ANN {key}")
-    if steps:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ticks = set()
+    for i, (label, ann_label, (steps, values, ann)) in enumerate(curves):
+        if steps:
+            ax.plot(steps, values, "o-", color=f"C{i}", label=label)
+            ticks.update(steps)
+        if ann is not None:
+            ax.axhline(ann, color=f"C{i}", ls="--", lw=1, label=ann_label)
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls=":", label=f"reference {reference:g}")
+    if ticks:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(steps, [str(t) for t in steps])
-    ax.set(xlabel="time steps T", ylabel="mAP", title=title, ylim=(0, 1))
+        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
+    ax.set(xlabel="time steps T", ylabel=ylabel, title=title)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
