@@ -5,6 +5,7 @@ CHOICES = {
     "spikes": ("burst", "signed", "binary"),  # events a neuron may emit per step (snn.neurons.IFNeuron)
     "reset": ("subtract", "zero"),
     "normalization": ("channel", "layer"),  # one scale per output channel (Spiking-YOLO) or per layer
+    "scales": ("percentile", "mse"),  # thresholds from calibration images (model.calibration)
     "leaky": ("keep", "relu"),  # leaky ReLU units: neurons with negative events, or replaced by ReLU
     "resize": ("letterbox", "stretch"),
     "pool": ("max", "avg", "conv"),  # what a model config's max-pools become
@@ -19,6 +20,7 @@ DEFAULTS = {
     "imgsz": 416,
     # conversion
     "calibration_count": 32,
+    "scales": "percentile",
     "percentile": 99.99,
     "v_init": 0.5,
     "spikes": "burst",

@@ -326,6 +326,22 @@ def test_burst_leaky_neurons_converge_faster_than_spiking_yolos(tmp_path):
     assert box_error(burst[256], ann)[0] < box_error(burst[32], ann)[0]
 
 
+@pytest.mark.parametrize("T", [2, 4])
+def test_mse_scales_fit_a_few_steps_better_than_a_high_percentile(T, tmp_path):
+    model, images = _tiny_darknet(tmp_path)
+    with torch.no_grad():
+        ann = model(images)[0]
+    errors = {}
+    for scales in ("percentile", "mse"):
+        snn = convert(model, calibration_images=images, scales=scales, timesteps=T, spikes="burst")
+        errors[scales] = box_error(snn.simulate(images, [T])[T], ann)[0]
+        assert snn.meta["options"]["scales"] == scales
+    assert "least count error at T = " + str(T) in snn.meta["scales"][0]["source"]
+    assert errors["mse"] < 0.8 * errors["percentile"], errors
+    with pytest.raises(SpikedetError, match="give timesteps"):
+        convert(model, calibration_images=images, scales="mse")
+
+
 def test_leaky_replaced_by_relu_copies_the_relu_network(tmp_path):
     from spikedet.snn.convert import leaky_to_relu
 

@@ -19,6 +19,10 @@ def _add_convert_arguments(parser):
                         help=f"images used (default: {DEFAULTS['calibration_count']})")
     parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
     parser.add_argument("--normalization", choices=CHOICES["normalization"], default=DEFAULTS["normalization"])
+    parser.add_argument("--scales", choices=CHOICES["scales"], default=DEFAULTS["scales"],
+                        help="thresholds of layers without a learned one: a --percentile of the calibration "
+                        "activations, or mse: the least mean squared error of the neurons' count after --timesteps "
+                        "steps (much better at a few steps)")
     parser.add_argument("--percentile", type=checks.percentile, default=DEFAULTS["percentile"],
                         help=f"activation percentile, in (0, 100]; 100 = max (default: {DEFAULTS['percentile']})")
     parser.add_argument("--v-init", type=checks.fraction, default=DEFAULTS["v_init"],
@@ -36,7 +40,8 @@ def _add_convert_arguments(parser):
 def _run_convert(args, parser):
     checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
     snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
-                              normalization=args.normalization, percentile=args.percentile, v_init=args.v_init,
+                              normalization=args.normalization, scales=args.scales, percentile=args.percentile,
+                              v_init=args.v_init,
                               reset=args.reset, spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
                               allow_long_t=args.allow_long_t)
     layers = len(snn.network.meta["scales"])

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import SpikedetError
 from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, DualErrorSettings, install_leaky_dual_error
+from ..model.calibration import LeastErrorObserver, PercentileObserver
 from ..snn.convert import observe_activations
 
 INIT_PERCENTILE = 99.99
@@ -30,55 +31,25 @@ def channel_scales(model: nn.Module, images: torch.Tensor, q: float = INIT_PERCE
                    batch_size: int = 8) -> List[torch.Tensor]:
     """Per leaky layer, the q-th percentile per channel of the float network's activations (the converter's
     channel-wise normalization of a network without learned thresholds)."""
-    observers = observe_activations(model, images, q, batch_size)
+    return _scales(model, images, lambda: PercentileObserver(q), batch_size)
+
+
+@torch.no_grad()
+def mse_scales(model: nn.Module, images: torch.Tensor, levels: Sequence[int], batch_size: int = 8,
+               samples: int = 2048) -> List[torch.Tensor]:
+    """Per leaky layer, the lam per channel whose dual-error unit has the least mean squared error against the
+    float network's activations, summed over `levels` (calibration.LeastErrorObserver, `samples` activations
+    per channel and image)."""
+    return _scales(model, images, lambda: LeastErrorObserver(levels, samples), batch_size)
+
+
+def _scales(model, images, make_observer, batch_size) -> List[torch.Tensor]:
+    observers = observe_activations(model, images, make_observer, batch_size)
     scales = []
     for act in leaky_activations(model):
         lam = observers[act].scale("channel").float()
         scales.append(torch.where(lam > 0, lam, torch.ones_like(lam)))
     return scales
-
-
-@torch.no_grad()
-def mse_scales(model: nn.Module, images: torch.Tensor, levels: Sequence[int], batch_size: int = 8,
-               samples: int = 16384, grid: int = 96, seed: int = 0) -> List[torch.Tensor]:
-    """Per leaky layer and channel, the lam that minimizes the squared error of the dual-error unit against the
-    float activation, summed over `levels`, searched over `grid` fractions of the channel's maximum.
-
-    At a few levels the best threshold is far below a high percentile (about half the maximum at L = 8 on
-    yolov3-tiny): a high lam spends the few levels on rare large values and rounds most activity to zero.
-    `samples` activations per channel are kept (drawn at random over all images) to bound memory and time.
-    """
-    acts = leaky_activations(model)
-    kept = {act: [] for act in acts}
-    generator = torch.Generator().manual_seed(seed)
-
-    def keep(module, _, out):
-        flat = out.detach().float().transpose(0, 1).reshape(out.shape[1], -1)
-        count = min(flat.shape[1], -(-samples * out.shape[0] // len(images)))
-        index = torch.randint(0, flat.shape[1], (count,), generator=generator)
-        kept[module].append(flat[:, index])
-
-    hooks = [act.register_forward_hook(keep) for act in acts]
-    try:
-        for k in range(0, len(images), batch_size):
-            model(images[k:k + batch_size].float())
-    finally:
-        for h in hooks:
-            h.remove()
-    fractions = torch.linspace(1.0 / grid, 1.0, grid)
-    scales = []
-    for act in acts:
-        z = torch.cat(kept[act], 1)  # (C, N)
-        peak = z.abs().max(1).values.clamp(min=1e-3)
-        errors = torch.stack([sum(_squared_error(z, peak[:, None] * f, int(L)) for L in levels) for f in fractions])
-        scales.append(peak * fractions[errors.argmin(0)])
-    return scales
-
-
-def _squared_error(z: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
-    """Mean squared error per channel of the signed dual-error unit (forward only) against z."""
-    y = torch.floor(z * levels / lam + 0.5) * (lam / levels)
-    return (torch.minimum(torch.maximum(y, -lam), lam) - z).pow(2).mean(1)
 
 
 def make_student(teacher: nn.Module, levels: int, scales: Sequence[torch.Tensor],

@@ -7,7 +7,7 @@ lambda comes from the learned clip threshold of a clipping dual-error activation
 from a percentile of the ANN's activations over calibration images.
 """
 import copy
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Union
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from ..darknet import DarknetModel
 from ..defaults import CHOICES, DEFAULTS
 from ..errors import SpikedetError
 from ..model.activation import DualErrorReLU
-from ..model.calibration import PercentileObserver
+from ..model.calibration import LeastErrorObserver, PercentileObserver
 from ..routing import routed_input
 from .engine import SpikingNetwork
 from .heads import DecodingHead, SpikingDetect
@@ -28,6 +28,7 @@ NORMALIZATIONS = CHOICES["normalization"]
 LEAKY_MODES = CHOICES["leaky"]
 PER_STEP_OPS = (nn.ZeroPad2d, nn.ReplicationPad2d, nn.Upsample, nn.AvgPool2d, nn.Identity)
 REBUILD = "rebuild"  # a network only rebuilt, its weights to be loaded from a saved SNN
+Observer = Union[PercentileObserver, LeastErrorObserver]
 
 
 def leaky_to_relu(model: nn.Module) -> nn.Module:
@@ -47,14 +48,15 @@ def activation_of(block: nn.Module) -> Optional[nn.Module]:
     return None if act is None or isinstance(act, nn.Identity) else act
 
 
-def observe_activations(model: nn.Module, images: torch.Tensor, q: float,
-                        batch_size: int = 8) -> Dict[nn.Module, PercentileObserver]:
-    """A PercentileObserver per activation module, fed its outputs over the calibration images by hooks."""
+def observe_activations(model: nn.Module, images: torch.Tensor, make_observer: Callable[[], Observer],
+                        batch_size: int = 8) -> Dict[nn.Module, Observer]:
+    """An observer (calibration.PercentileObserver or LeastErrorObserver) per activation module, fed its outputs
+    over the calibration images by hooks."""
     observers, hooks = {}, []
     for block in model.modules():
         act = activation_of(block)
         if act is not None and act not in observers:
-            observers[act] = PercentileObserver(q)
+            observers[act] = make_observer()
             hooks.append(act.register_forward_hook(lambda m, _, out: observers[m].update(out)))
     try:
         for k in range(0, len(images), batch_size):
@@ -94,7 +96,7 @@ class Converter:
             observer = self.observers[act]
             lam = observer.scale(self.normalization).float().expand(channels).clone()
             lam = torch.where(lam > 0, lam, torch.ones_like(lam))  # a channel never active: any scale works
-            source = f"p{observer.q} of activations"
+            source = observer.source
         self.scale_sources.append({"layer": name, "source": source, "scale_min": float(lam.min()),
                                    "scale_max": float(lam.max())})
         return lam
@@ -207,7 +209,7 @@ def _flatten(modules):
 
 def conversion_options(**given) -> dict:
     """The full set of conversion options (DEFAULTS for those not given): what an SNN file records."""
-    keys = ("normalization", "percentile", "v_init", "reset", "spikes", "leaky")
+    keys = ("normalization", "scales", "percentile", "v_init", "reset", "spikes", "leaky")
     unknown = set(given) - set(keys) - {"timesteps"}
     if unknown:
         raise SpikedetError(f"unknown conversion options {sorted(unknown)}")
@@ -225,6 +227,9 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
         (plain ReLU, leaky ReLU, dual error without clipping), or layer-wise scales are wanted from data.
     options (defaults in spikedet.defaults):
     normalization: "channel" (one scale per output channel) or "layer" (one per layer).
+    scales: for layers without a learned threshold, "percentile" of the calibration activations, or
+        "mse": the threshold with the least mean squared error of the neurons' count after `timesteps` steps
+        (calibration.LeastErrorObserver; far better at a few steps; needs timesteps).
     percentile: the activation percentile used as scale (100 = max; 99.99 and 99.9 are robust choices).
     v_init: initial membrane potential as a fraction of threshold (0.5 or 0). reset: "subtract" or "zero".
     spikes: "burst" (default), "signed" or "binary" events (see neurons.IFNeuron); "binary" is the plain IF
@@ -235,8 +240,14 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     o = conversion_options(**options)
     model = reference_ann(model, o["leaky"])
     observers = None
+    if o["scales"] not in CHOICES["scales"]:
+        raise SpikedetError(f"scales must be one of {CHOICES['scales']}, got {o['scales']!r}")
+    if o["scales"] == "mse" and not o["timesteps"]:
+        raise SpikedetError("scales='mse' fits the thresholds to a number of steps: give timesteps")
     if calibration_images is not None:
-        observers = observe_activations(model, calibration_images, o["percentile"], batch_size)
+        make = ((lambda: PercentileObserver(o["percentile"])) if o["scales"] == "percentile" else
+                (lambda: LeastErrorObserver([o["timesteps"]])))
+        observers = observe_activations(model, calibration_images, make, batch_size)
     return _build(model, observers, o)
 
 
