@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/spikingjelly_peer.py
 
+from spikedet.defaults import DEFAULTS  # noqa: E402  (no torch import: the workers import it themselves)
+
 PEERS = ("spikingjelly",)
 TOOLS = ("ann", "spikedet", "spikingjelly", "spikingjelly_plain_pool")
 PEER_POOL = {"spikingjelly": "shared", "spikingjelly_plain_pool": "plain"}
@@ -281,7 +283,8 @@ def main(argv=None):
     parser.add_argument("--imgsz", type=int, help="default 416, or the size an SNN file was converted at")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--chunk", type=int, nargs="+", default=[2], help="spikedet's chunk (peer: the first)")
+    parser.add_argument("--chunk", type=int, nargs="+", default=[DEFAULTS["chunk"]],
+                        help=f"spikedet's chunk (peer: the first; default {DEFAULTS['chunk']}, spikedet's)")
     parser.add_argument("--spikes", choices=("burst", "signed", "binary"),
                         help="default burst; binary with --peer")
     parser.add_argument("--peer", help="also build and time the same SNN in this framework (spikingjelly)")
