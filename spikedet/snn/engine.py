@@ -3,7 +3,9 @@
 One simulation to T_max serves every requested T: the output layers integrate, and their running sums after
 each step are kept, so detections at T = 8, 16, ..., T_max all come from the same run. Time advances in
 chunks (each layer handles `chunk` steps as one batched operation, then its neuron scan) with state
-carried between chunks, so memory is bounded by the chunk length, not by T.
+carried between chunks, so memory is bounded by the chunk length, not by T. A spiking conv read only by a
+max-pool and fed a constant current (the image) pools that current before firing (SpikingConv.fire_pooled):
+the same spikes out of the pool from a quarter of the neurons.
 
 Burst networks can also be evaluated in closed form (closed_form.py): the counts after T steps in one dense
 pass per T, the same outputs as the step simulation up to float rounding. It is the default for them unless
