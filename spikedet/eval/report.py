@@ -113,8 +113,7 @@ def _ratio(value: Optional[float], reference: Optional[float]) -> str:
 
 def plot_sweep(results: dict, path, title: str = "mAP vs time steps") -> None:
     """PNG of each headline metric of one sweep against T (log scale), the ANN as a dashed line."""
-    some = next(iter(results.get("snn", {}).values()), results.get("ann"))
-    curves = [(f"SNN {key}", f"ANN {key}", _metric_series(results, key)) for key in headline(some)]
+    curves = [(f"SNN {key}", f"ANN {key}", _metric_series(results, key)) for key in headline(_some_metrics(results))]
     _plot(curves, path, title, ylabel="mAP")
 
 
@@ -122,10 +121,14 @@ def plot_sweeps(runs: Dict[str, dict], path, metric: str = None, reference: Opti
                 title: str = None) -> None:
     """PNG of one headline metric (default: the first) against T for several sweeps ({label: eval results}),
     each run's ANN dashed in its colour; `reference`: a grey line (e.g. the original float network's score)."""
-    first = next(iter(runs.values()))
-    metric = metric or next(iter(headline(next(iter(first.get("snn", {}).values()), first.get("ann")))))
+    metric = metric or next(iter(headline(_some_metrics(next(iter(runs.values()))))))
     curves = [(label, f"{label}: ANN", _metric_series(results, metric)) for label, results in runs.items()]
     _plot(curves, path, title or f"{metric} vs time steps", ylabel=metric, reference=reference)
+
+
+def _some_metrics(results: dict) -> dict:
+    """One scored entry of a sweep (its first T, else its ANN): what names its headline metrics."""
+    return next(iter(results.get("snn", {}).values()), results.get("ann"))
 
 
 def _metric_series(results: dict, key: str):

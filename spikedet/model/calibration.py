@@ -51,10 +51,11 @@ class PercentileObserver:
 
 
 def count_error(z: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
-    """Mean squared error per row of lam * clip(floor(z * L / lam + 1/2) / L, -1, 1) against z: the net count
-    of a burst neuron after L steps (leaky units' negative counts included; ReLU outputs never reach -lam)."""
-    y = torch.floor(z * levels / lam + 0.5) * (lam / levels)
-    return (torch.minimum(torch.maximum(y, -lam), lam) - z).pow(2).mean(1)
+    """Mean squared error per row of the signed dual-error unit (activation.dual_error: the net count of a burst
+    neuron after L steps, leaky units' negative counts included; ReLU outputs never reach -lam) against z."""
+    from .activation import dual_error  # activation imports this module for PercentileObserver
+
+    return (dual_error(z, lam, levels, signed=True) - z).pow(2).mean(1)
 
 
 def least_error_scale(rows: torch.Tensor, levels: Sequence[int], grid: int = 96) -> torch.Tensor:
