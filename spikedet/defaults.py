@@ -13,6 +13,7 @@ CHOICES = {
     "lambda_grad": ("residue", "zero"),
     "method": ("steps", "closed-form"),  # how an SNN is run (snn.engine; the closed form: burst neurons only)
     "distill_init": ("mse", "percentile"),  # where a distilled student's lambda starts (spikedet.distill)
+    "distill_augment": ("crop", "mosaic_mixup"),  # a distillation's training views (spikedet.distill.images)
 }
 
 DEFAULTS = {
@@ -58,4 +59,5 @@ DEFAULTS = {
     "lr_distill": 1e-5,  # Adam, weights and batch-norm affine parameters: small, so the float network survives
     "lam_lr_distill": 1e-2,  # Adam, the thresholds lambda
     "feature_weight_distill": 25.0,  # the per-layer activation term against the head-output terms
+    "float_share_distill": 0.0,  # the share of steps that distill the student's float network (errors off)
 }

@@ -156,6 +156,28 @@ def test_several_levels_are_drawn_and_the_checkpoint_keeps_the_smallest(files, t
         distill(weights, cfg, folder, tmp_path / "x.pt", imgsz=32, progress=False, names=names, init="max")
 
 
+def test_float_steps_distill_the_students_float_network(files, tmp_path):
+    """set_levels(None) switches both errors off: a fresh student's float network is its teacher exactly; a run
+    with float_share records it and ends with the errors back on at the smallest level."""
+    cfg, weights, names, folder = files
+    teacher = load_darknet(cfg, weights, names).eval()
+    x = load_batch(training_images(folder), 32)
+    student = make_student(teacher, 4, channel_scales(teacher, x)).eval()
+    with torch.no_grad():
+        quantized = student(x)[0]
+        assert torch.equal(set_levels(student, None)(x)[0], teacher(x)[0])
+        assert not torch.equal(quantized, teacher(x)[0])
+        assert torch.equal(set_levels(student, 4)(x)[0], quantized)
+    out = distill(weights, cfg, folder, tmp_path / "f.pt", levels=4, epochs=2, imgsz=32, batch=3, names=names,
+                  progress=False, float_share=0.5)
+    content = torch.load(out, weights_only=True)
+    assert content["distill"]["float_share"] == 0.5
+    assert content["config"]["dual_error"]["clip"] and content["config"]["dual_error"]["quantize"]
+    assert all(a.settings.clip and a.settings.quantize for a in leaky_activations(load_ann(out)))
+    with pytest.raises(SpikedetError, match="float_share=1"):
+        distill(weights, cfg, folder, tmp_path / "y.pt", imgsz=32, progress=False, names=names, float_share=1)
+
+
 def test_distill_is_deterministic_given_seed(files, tmp_path):
     cfg, weights, names, folder = files
     kw = dict(levels=4, epochs=1, imgsz=32, batch=3, names=names, progress=False, seed=3)
@@ -215,6 +237,25 @@ def test_augmentation_gives_imgsz_crops_and_bad_inputs_fail(files, tmp_path):
     assert a.shape == (3, 32, 32) and torch.equal(a, b) and 0 <= float(a.min()) and float(a.max()) <= 1
     data.epoch = 1
     assert not torch.equal(a, data[0])
+    # mosaics and blends of plain-coloured images: a crop stays one colour, a mosaic or blend does not
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for k in range(6):
+        cv2.imwrite(str(plain / f"c{k}.png"), np.full((40, 48, 3), (40 * k, 255 - 40 * k, 90), np.uint8))
+    crops = DistillImages(training_images(plain), 32, seed=0, augment="crop")
+    mixed = DistillImages(training_images(plain), 32, seed=0, augment="mosaic_mixup")
+    spread = lambda x: float((x.amax((1, 2)) - x.amin((1, 2))).max())  # noqa: E731
+    samples = []
+    for epoch in range(4):
+        mixed.epoch = epoch
+        samples += [mixed[i] for i in range(len(mixed))]
+    assert all(spread(crops[i]) < 0.02 for i in range(len(crops)))
+    assert sum(spread(m) > 0.1 for m in samples) >= 4
+    assert all(m.shape == (3, 32, 32) and 0 <= float(m.min()) and float(m.max()) <= 1 for m in samples)
+    mixed.epoch = 2
+    assert torch.equal(mixed[1], mixed[1])
+    with pytest.raises(SpikedetError, match="augment must be one of"):
+        DistillImages(training_images(folder), 32, augment="cutout")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SpikedetError, match="no training images"):

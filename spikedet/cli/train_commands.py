@@ -30,7 +30,9 @@ def _run_data(args, parser):
 
 def _add_train_arguments(parser):
     parser.add_argument("overrides", nargs="*", type=checks.key_value, metavar="key=value",
-                        help="other ultralytics train arguments, e.g. optimizer=AdamW lr0=0.001 mosaic=0")
+                        help="other ultralytics train arguments, e.g. optimizer=AdamW lr0=0.001 mosaic=0; with "
+                        "--distill, its options (spikedet.distill.OPTIONS), e.g. lr=1e-5 float_share=0.3 "
+                        "max_minutes=60")
     parser.add_argument("--data", type=checks.existing_file,
                         help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")
     parser.add_argument("--model", default=DEFAULTS["model"], help="model config name or YAML (configs/)")
@@ -76,6 +78,9 @@ def _add_train_arguments(parser):
                     help="learn only the thresholds lambda (weights frozen): the calibration baseline")
     kd.add_argument("--init", choices=CHOICES["distill_init"], default=CHOICES["distill_init"][0],
                     help="where lambda starts: least squared error at the levels (mse) or p99.99 (percentile)")
+    kd.add_argument("--augment", choices=CHOICES["distill_augment"], default=CHOICES["distill_augment"][0],
+                    help="training views: crops (default), or crops plus mosaics of four and blends of two "
+                    "(mosaic_mixup)")
 
 
 @command("train", help="train a dual-error Tiny-YOLO with ultralytics' trainer")(_add_train_arguments)
@@ -112,7 +117,7 @@ def _run_distill(args, parser):
     if args.data or args.resume or args.pretrained:
         parser.error("--distill takes its images from --images (no --data, --resume or --pretrained)")
     best = distill(args.weights, args.cfg, args.images, args.output, levels=args.levels or DEFAULTS["levels_distill"],
-                   init=args.init,
+                   init=args.init, augment=args.augment,
                    epochs=args.epochs or DEFAULTS["epochs_distill"], imgsz=args.imgsz,
                    batch=args.batch or DEFAULTS["batch_distill"], lambda_only=args.lambda_only, seed=args.seed,
                    names=args.names, **check_options(dict(args.overrides)))

@@ -66,6 +66,7 @@ OPTIONS = {
     "lr": (float, "a learning rate > 0", lambda v: v > 0),
     "lam_lr": (float, "a learning rate > 0", lambda v: v > 0),
     "feature_weight": (float, "a weight >= 0", lambda v: v >= 0),
+    "float_share": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
     "max_minutes": (float, "minutes > 0", lambda v: v > 0),
     "threads": (int, "threads >= 1", lambda v: v >= 1),
     "workers": (int, "workers >= 0", lambda v: v >= 0),
@@ -101,22 +102,28 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
             seed: int = DEFAULTS["seed"], progress: bool = True, names: Optional[Union[str, Path]] = None,
             feature_weight: float = DEFAULTS["feature_weight_distill"], max_minutes: float = None,
             log: Optional[Union[str, Path]] = None, threads: Optional[int] = None,
-            init: str = CHOICES["distill_init"][0]) -> Path:
+            init: str = CHOICES["distill_init"][0], augment: str = CHOICES["distill_augment"][0],
+            float_share: float = DEFAULTS["float_share_distill"]) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
     the float network on `images` (a folder or a dataset YAML's train split; labels ignored); writes a spikedet
     ANN checkpoint to `output` (half precision) and returns its path.
 
     levels: one L, or several drawn one per step (the checkpoint is recorded at the smallest). init: where lam
-    starts ("mse" or "percentile", see the module docstring).
+    starts ("mse" or "percentile", see the module docstring). augment: the training views ("mosaic_mixup" or
+    "crop", see DistillImages).
 
     lambda_only: train only the thresholds (every weight frozen). feature_weight: weight of the per-layer
-    activation-matching term (0: head outputs only). max_minutes: stop early (at a step boundary) after this
-    much wall time; the checkpoint records the epochs and steps done. log: a JSON-lines file of per-epoch loss.
+    activation-matching term (0: head outputs only). float_share: the fraction of steps that distill the
+    student's float network (both errors off) instead, so its weights stay a good float network too.
+    max_minutes: stop early (at a step boundary) after this much wall time; the checkpoint records the epochs
+    and steps done. log: a JSON-lines file of per-epoch loss.
     Cosine learning-rate decay over the planned steps (or over max_minutes, whichever ends first).
     """
     options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
-                                 threads=threads, workers=workers, log=None if log is None else str(log)))
+                                 threads=threads, workers=workers, log=None if log is None else str(log),
+                                 float_share=float_share))
     lr, lam_lr, feature_weight = options["lr"], options["lam_lr"], options["feature_weight"]
+    float_share = options["float_share"]
     max_minutes, threads, workers = options["max_minutes"], options["threads"], options["workers"]
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
     epochs, imgsz, batch = int(epochs), int(imgsz), int(batch)
@@ -124,6 +131,8 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         raise SpikedetError(f"levels must be >= 1, got {levels}")
     if init not in CHOICES["distill_init"]:
         raise SpikedetError(f"init must be one of {CHOICES['distill_init']}, got {init!r}")
+    if augment not in CHOICES["distill_augment"]:
+        raise SpikedetError(f"augment must be one of {CHOICES['distill_augment']}, got {augment!r}")
     if epochs < 1 or batch < 1:
         raise SpikedetError("epochs and batch must be >= 1")
     for path, what in ((weights, "darknet weights"), (cfg, "darknet cfg")):
@@ -154,7 +163,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
     base_lrs = [g["lr"] for g in groups]
 
     draw_levels = random.Random(seed)
-    data = DistillImages(paths, imgsz, seed)
+    data = DistillImages(paths, imgsz, seed, augment)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=len(paths) >= batch,
                                          num_workers=int(workers), generator=generator)
@@ -178,7 +187,8 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
                     progress_fraction = max(progress_fraction, (time.time() - started) / 60 / max_minutes)
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * 0.5 * (1 + math.cos(math.pi * min(progress_fraction, 1.0)))
-                set_levels(student, draw_levels.choice(train_levels))
+                float_step = float_share > 0 and draw_levels.random() < float_share
+                set_levels(student, None if float_step else draw_levels.choice(train_levels))
                 with torch.no_grad():
                     _, t_maps = teacher(x)
                 _, s_maps = student(x)
@@ -230,8 +240,11 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         "levels": train_levels[0], "train_levels": train_levels, "epochs": epochs, "epochs_done": float(done_epochs),
         "steps": step, "imgsz": imgsz,
         "batch": batch, "lambda_only": bool(lambda_only), "lr": float(lr), "lam_lr": float(lam_lr),
-        "feature_weight": float(feature_weight), "seed": int(seed), "minutes": round((time.time() - started) / 60, 2),
-        "augment": "RandomResizedCrop(scale 0.4-1, ratio 0.6-1.66) + HorizontalFlip + ColorJitter, stretch",
+        "feature_weight": float(feature_weight), "float_share": float(float_share), "seed": int(seed),
+        "minutes": round((time.time() - started) / 60, 2),
+        "augment": augment, "views": "RandomResizedCrop(scale 0.4-1, ratio 0.6-1.66) + HorizontalFlip + ColorJitter, "
+        "stretch" + (f"; mosaic of 4 (p {DistillImages.MOSAIC}), mixup (p {DistillImages.MIXUP}, ratio "
+                     f"{DistillImages.MIX_RATIO})" if augment == "mosaic_mixup" else ""),
         "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",
         "history": history,
     }

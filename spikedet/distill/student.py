@@ -2,7 +2,7 @@
 from the teacher's activations."""
 import copy
 from dataclasses import replace
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -69,12 +69,14 @@ def make_student(teacher: nn.Module, levels: int, scales: Sequence[torch.Tensor]
     return student
 
 
-def set_levels(model: nn.Module, levels: int) -> nn.Module:
+def set_levels(model: nn.Module, levels: Optional[int]) -> nn.Module:
     """Make every dual-error unit quantize to `levels` (= the burst SNN at T = levels), keeping each lam; the
-    model's recorded settings follow."""
+    model's recorded settings follow. levels=None: both errors off (the student's float network, plain leaky
+    units), until the next call with a number."""
+    on = levels is not None
     for m in model.modules():
         if isinstance(m, DualErrorReLU):
-            m.settings = replace(m.settings, levels=int(levels))
+            m.settings = replace(m.settings, clip=on, quantize=on, **({"levels": int(levels)} if on else {}))
     if getattr(model, "dual_error", None):
-        model.dual_error = {**model.dual_error, "levels": int(levels)}
+        model.dual_error = {**model.dual_error, "clip": on, "quantize": on, **({"levels": int(levels)} if on else {})}
     return model
