@@ -131,8 +131,6 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         raise SpikedetError(f"levels must be >= 1, got {levels}")
     if init not in CHOICES["distill_init"]:
         raise SpikedetError(f"init must be one of {CHOICES['distill_init']}, got {init!r}")
-    if augment not in CHOICES["distill_augment"]:
-        raise SpikedetError(f"augment must be one of {CHOICES['distill_augment']}, got {augment!r}")
     if epochs < 1 or batch < 1:
         raise SpikedetError("epochs and batch must be >= 1")
     for path, what in ((weights, "darknet weights"), (cfg, "darknet cfg")):
@@ -142,6 +140,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         torch.set_num_threads(int(threads))
     _seed_everything(seed)
     paths = training_images(images)
+    data = DistillImages(paths, imgsz, seed, augment)  # checks augment before the teacher is loaded
     teacher = load_darknet(cfg, weights, names).float().eval()
     if imgsz % teacher.multiple:
         raise SpikedetError(f"imgsz {imgsz} is not a multiple of {teacher.multiple}, which this network needs")
@@ -163,7 +162,6 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
     base_lrs = [g["lr"] for g in groups]
 
     draw_levels = random.Random(seed)
-    data = DistillImages(paths, imgsz, seed, augment)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=len(paths) >= batch,
                                          num_workers=int(workers), generator=generator)
@@ -242,9 +240,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         "batch": batch, "lambda_only": bool(lambda_only), "lr": float(lr), "lam_lr": float(lam_lr),
         "feature_weight": float(feature_weight), "float_share": float(float_share), "seed": int(seed),
         "minutes": round((time.time() - started) / 60, 2),
-        "augment": augment, "views": "RandomResizedCrop(scale 0.4-1, ratio 0.6-1.66) + HorizontalFlip + ColorJitter, "
-        "stretch" + (f"; mosaic of 4 (p {DistillImages.MOSAIC}), mixup (p {DistillImages.MIXUP}, ratio "
-                     f"{DistillImages.MIX_RATIO})" if augment == "mosaic_mixup" else ""),
+        "augment": augment, "views": DistillImages.describe(augment),
         "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",
         "history": history,
     }

@@ -1,7 +1,8 @@
 """Training images for distillation: a folder or a dataset YAML's train split, augmented with albumentations."""
+import functools
 import random
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 import albumentations as A
 import cv2
@@ -43,15 +44,14 @@ class DistillImages(torch.utils.data.Dataset):
     another image (ratio 0.35-0.65). Without labels any input is a valid one: the teacher labels it, and the
     wider the inputs, the less the student learns the few training images instead of the teacher's function
     ("function matching": distillation on a small set stays consistent with the teacher when teacher and
-    student see the same strongly augmented view). augment=None: the image stretched, no augmentation.
-    The random state is derived from (seed, epoch, index), so a run is reproducible whatever the number of
-    workers."""
+    student see the same strongly augmented view). The random state is derived from (seed, epoch, index), so
+    a run is reproducible whatever the number of workers."""
 
     MOSAIC, MIXUP, MIX_RATIO = 0.5, 0.3, (0.35, 0.65)
 
-    def __init__(self, paths: Sequence[Path], imgsz: int, seed: int = 0, augment: Optional[str] = AUGMENTS[0]):
-        if augment not in AUGMENTS + (None,):
-            raise SpikedetError(f"augment must be one of {AUGMENTS} or None, got {augment!r}")
+    def __init__(self, paths: Sequence[Path], imgsz: int, seed: int = 0, augment: str = AUGMENTS[0]):
+        if augment not in AUGMENTS:
+            raise SpikedetError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         self.paths, self.imgsz, self.seed, self.epoch = list(paths), int(imgsz), int(seed), 0
         self.augment = augment
 
@@ -59,8 +59,6 @@ class DistillImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        if self.augment is None:
-            return preprocess(load_image(self.paths[index]), self.imgsz, "stretch")
         seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % 2 ** 31
         rng = np.random.default_rng(seed)
         random.seed(seed)
@@ -76,13 +74,15 @@ class DistillImages(torch.utils.data.Dataset):
             image = ratio * image + (1 - ratio) * other
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
 
+    @classmethod
+    def describe(cls, augment: str) -> str:
+        """The views of `augment` in words, for a checkpoint's record."""
+        mixed = f"; mosaic of 4 (p {cls.MOSAIC}), mixup (p {cls.MIXUP}, ratio {cls.MIX_RATIO})"
+        return VIEW + (mixed if augment == "mosaic_mixup" else "")
+
     def _view(self, index: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
         """One augmented view of image `index` at height x width (float32 RGB, 0-255)."""
-        transform = A.Compose([
-            A.RandomResizedCrop(size=(height, width), scale=(0.4, 1.0), ratio=(0.6, 1.66), p=1.0),
-            A.HorizontalFlip(p=0.5),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.015, p=0.5),
-        ])
+        transform = _view_transform(height, width)
         transform.set_random_seed(int(rng.integers(2 ** 31)))
         rgb = cv2.cvtColor(load_image(self.paths[index]), cv2.COLOR_BGR2RGB)
         return transform(image=rgb)["image"].astype(np.float32)
@@ -97,6 +97,19 @@ class DistillImages(torch.utils.data.Dataset):
         for source, (y0, y1, x0, x1) in zip(sources, quarters):
             out[y0:y1, x0:x1] = self._view(source, y1 - y0, x1 - x0, rng)
         return out
+
+
+VIEW = "RandomResizedCrop(scale 0.4-1, ratio 0.6-1.66) + HorizontalFlip + ColorJitter, stretch"
+
+
+@functools.lru_cache(maxsize=None)
+def _view_transform(height: int, width: int) -> A.Compose:
+    """The view (VIEW) at one output size, built once per size and reseeded before every use."""
+    return A.Compose([
+        A.RandomResizedCrop(size=(height, width), scale=(0.4, 1.0), ratio=(0.6, 1.66), p=1.0),
+        A.HorizontalFlip(p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.015, p=0.5),
+    ])
 
 
 def load_batch(paths: Sequence[Path], imgsz: int) -> torch.Tensor:

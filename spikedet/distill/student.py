@@ -74,9 +74,10 @@ def set_levels(model: nn.Module, levels: Optional[int]) -> nn.Module:
     model's recorded settings follow. levels=None: both errors off (the student's float network, plain leaky
     units), until the next call with a number."""
     on = levels is not None
+    change = dict(clip=on, quantize=on, **({"levels": int(levels)} if on else {}))
     for m in model.modules():
         if isinstance(m, DualErrorReLU):
-            m.settings = replace(m.settings, clip=on, quantize=on, **({"levels": int(levels)} if on else {}))
+            m.settings = replace(m.settings, **change)
     if getattr(model, "dual_error", None):
-        model.dual_error = {**model.dual_error, "clip": on, "quantize": on, **({"levels": int(levels)} if on else {})}
+        model.dual_error = {**model.dual_error, **change}
     return model
