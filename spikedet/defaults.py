@@ -59,5 +59,6 @@ DEFAULTS = {
     "lr_distill": 1e-5,  # Adam, weights and batch-norm affine parameters: small, so the float network survives
     "lam_lr_distill": 1e-2,  # Adam, the thresholds lambda
     "feature_weight_distill": 25.0,  # the per-layer activation term against the head-output terms
+    "quant_drop_distill": 0.0,  # the share of dual-error elements passing their float value in training (QDrop)
     "float_share_distill": 0.0,  # the share of steps that distill the student's float network (errors off)
 }

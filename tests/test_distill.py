@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from spikedet.darknet import DarknetModel, load_darknet
-from spikedet.distill import (DistillImages, channel_scales, distill, head_loss, leaky_activations,
-                              load_batch, make_student, mse_scales, set_levels, training_images)
+from spikedet.distill import (DistillImages, QuantDrop, channel_scales, distill, head_loss, leaky_activations,
+                              load_batch, make_student, mean_head_loss, mse_scales, set_levels, training_images)
 from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorLeakyReLU, DualErrorSettings
 from spikedet.model.checkpoint import load_ann
@@ -176,6 +176,60 @@ def test_float_steps_distill_the_students_float_network(files, tmp_path):
     assert all(a.settings.clip and a.settings.quantize for a in leaky_activations(load_ann(out)))
     with pytest.raises(SpikedetError, match="float_share=1"):
         distill(weights, cfg, folder, tmp_path / "y.pt", imgsz=32, progress=False, names=names, float_share=1)
+
+
+def test_quant_drop_passes_the_float_value_at_a_share_of_the_elements(files, tmp_path):
+    """Under QuantDrop every unit's element is either its exact leaky value or its dual-error value, the exact
+    ones about the share asked, the gradient reaching the weights through both; removed, the student is the
+    dual-error network again, and float steps pass through. A run records quant_drop; 1 is refused."""
+    cfg, weights, names, folder = files
+    teacher = load_darknet(cfg, weights, names).eval()
+    x = load_batch(training_images(folder), 32)
+    student = make_student(teacher, 2, channel_scales(teacher, x)).eval()
+    act = leaky_activations(student)[0]
+    z = torch.randn(4, act.lam.numel(), 16, 16) * 3
+    exact, quantized = torch.nn.functional.leaky_relu(z, act.negative_slope), act(z)
+    differ = exact != quantized
+    torch.manual_seed(0)
+    dropout = QuantDrop(leaky_activations(student), 0.3)
+    mixed = act(z)
+    assert torch.equal(mixed[~differ], exact[~differ])
+    from_exact = mixed[differ] == exact[differ]
+    assert torch.equal(mixed[differ][~from_exact], quantized[differ][~from_exact])
+    assert abs(from_exact.float().mean().item() - 0.3) < 0.03, from_exact.float().mean()
+    with torch.no_grad():
+        reference = student(x)[0]
+    student(x)[0].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in act.parameters())
+    set_levels(student, None)
+    with torch.no_grad():
+        assert torch.equal(student(x)[0], teacher(x)[0])
+    dropout.remove()
+    set_levels(student, 2)
+    with torch.no_grad():
+        assert torch.equal(act(z), quantized) and not torch.equal(student(x)[0], reference)
+    out = distill(weights, cfg, folder, tmp_path / "q.pt", levels=4, epochs=1, imgsz=32, batch=3, names=names,
+                  progress=False, quant_drop=0.5)
+    assert torch.load(out, weights_only=True)["distill"]["quant_drop"] == 0.5
+    with pytest.raises(SpikedetError, match="quant_drop=1"):
+        distill(weights, cfg, folder, tmp_path / "r.pt", imgsz=32, progress=False, names=names, quant_drop=1)
+
+
+def test_mean_head_loss_is_zero_for_the_teacher_and_the_batch_loss_in_one_batch(files):
+    cfg, weights, names, folder = files
+    teacher = load_darknet(cfg, weights, names).eval()
+    paths = training_images(folder)
+    x = load_batch(paths, 32)
+    student = make_student(teacher, 2, channel_scales(teacher, x)).eval()
+    assert all(abs(v) < 1e-6 for v in mean_head_loss(teacher, teacher, paths, 32, batch=4).values())
+    whole = mean_head_loss(student, teacher, paths, 32, batch=len(paths))
+    with torch.no_grad():
+        reference = head_loss(student(x)[1], teacher(x)[1], NC)
+    assert whole["loss"] == pytest.approx(float(reference["loss"]), rel=1e-6) and whole["loss"] > 0
+    assert all(whole[k] == pytest.approx(reference[k], rel=1e-6) for k in ("obj", "box", "cls"))
+    halves = [mean_head_loss(student, teacher, part, 32, batch=3) for part in (paths[:3], paths[3:])]
+    chunked = mean_head_loss(student, teacher, paths, 32, batch=3)
+    assert chunked["loss"] == pytest.approx((halves[0]["loss"] + halves[1]["loss"]) / 2, rel=1e-6)
 
 
 def test_distill_is_deterministic_given_seed(files, tmp_path):

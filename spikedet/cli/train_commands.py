@@ -31,7 +31,7 @@ def _run_data(args, parser):
 def _add_train_arguments(parser):
     parser.add_argument("overrides", nargs="*", type=checks.key_value, metavar="key=value",
                         help="other ultralytics train arguments, e.g. optimizer=AdamW lr0=0.001 mosaic=0; with "
-                        "--distill, its options (spikedet.distill.OPTIONS), e.g. lr=1e-5 float_share=0.3 "
+                        "--distill, its options (spikedet.distill.OPTIONS), e.g. lr=1e-5 quant_drop=0.5 "
                         "max_minutes=60")
     parser.add_argument("--data", type=checks.existing_file,
                         help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")

@@ -46,13 +46,13 @@ from ..defaults import CHOICES, DEFAULTS
 from ..errors import SpikedetError, fail
 from ..model.checkpoint import save_ann
 from .images import DistillImages, load_batch, training_images
-from .losses import _Capture, feature_loss, head_loss
-from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, channel_scales, leaky_activations, make_student, mse_scales,
-                      set_levels)
+from .losses import _Capture, feature_loss, head_loss, mean_head_loss
+from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
+                      mse_scales, set_levels)
 
-__all__ = ["distill", "DistillImages", "load_batch", "training_images", "feature_loss", "head_loss",
+__all__ = ["distill", "DistillImages", "load_batch", "training_images", "feature_loss", "head_loss", "mean_head_loss",
            "CALIBRATION_COUNT", "INIT_PERCENTILE", "channel_scales", "leaky_activations", "make_student",
-           "mse_scales", "set_levels", "check_options", "OPTIONS"]
+           "mse_scales", "set_levels", "QuantDrop", "check_options", "OPTIONS"]
 
 
 def _seed_everything(seed: int):
@@ -67,6 +67,7 @@ OPTIONS = {
     "lam_lr": (float, "a learning rate > 0", lambda v: v > 0),
     "feature_weight": (float, "a weight >= 0", lambda v: v >= 0),
     "float_share": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
+    "quant_drop": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
     "max_minutes": (float, "minutes > 0", lambda v: v > 0),
     "threads": (int, "threads >= 1", lambda v: v >= 1),
     "workers": (int, "workers >= 0", lambda v: v >= 0),
@@ -103,7 +104,8 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
             feature_weight: float = DEFAULTS["feature_weight_distill"], max_minutes: float = None,
             log: Optional[Union[str, Path]] = None, threads: Optional[int] = None,
             init: str = CHOICES["distill_init"][0], augment: str = CHOICES["distill_augment"][0],
-            float_share: float = DEFAULTS["float_share_distill"]) -> Path:
+            float_share: float = DEFAULTS["float_share_distill"],
+            quant_drop: float = DEFAULTS["quant_drop_distill"]) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
     the float network on `images` (a folder or a dataset YAML's train split; labels ignored); writes a spikedet
     ANN checkpoint to `output` (half precision) and returns its path.
@@ -115,15 +117,17 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
     lambda_only: train only the thresholds (every weight frozen). feature_weight: weight of the per-layer
     activation-matching term (0: head outputs only). float_share: the fraction of steps that distill the
     student's float network (both errors off) instead, so its weights stay a good float network too.
+    quant_drop: the share of each dual-error layer's elements that pass their float value in training (QDrop,
+    see student.QuantDrop), so the fit to the quantization carries over from the training images to others.
     max_minutes: stop early (at a step boundary) after this much wall time; the checkpoint records the epochs
     and steps done. log: a JSON-lines file of per-epoch loss.
     Cosine learning-rate decay over the planned steps (or over max_minutes, whichever ends first).
     """
     options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
                                  threads=threads, workers=workers, log=None if log is None else str(log),
-                                 float_share=float_share))
+                                 float_share=float_share, quant_drop=quant_drop))
     lr, lam_lr, feature_weight = options["lr"], options["lam_lr"], options["feature_weight"]
-    float_share = options["float_share"]
+    float_share, quant_drop = options["float_share"], options["quant_drop"]
     max_minutes, threads, workers = options["max_minutes"], options["threads"], options["workers"]
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
     epochs, imgsz, batch = int(epochs), int(imgsz), int(batch)
@@ -168,6 +172,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
     steps_per_epoch = len(loader)
     total_steps = epochs * steps_per_epoch
     teacher_acts, student_acts = leaky_activations(teacher), leaky_activations(student)
+    dropout = QuantDrop(student_acts, quant_drop)  # before the capture hooks, so the feature loss sees its output
     capture = (_Capture(teacher_acts), _Capture(student_acts)) if feature_weight > 0 else None
     fixed_scales = [s.clone() for s in scales]
 
@@ -223,6 +228,7 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
                 break
     finally:
         set_levels(student, train_levels[0])
+        dropout.remove()
         if capture is not None:
             capture[0].remove()
             capture[1].remove()
@@ -238,7 +244,8 @@ def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str,
         "levels": train_levels[0], "train_levels": train_levels, "epochs": epochs, "epochs_done": float(done_epochs),
         "steps": step, "imgsz": imgsz,
         "batch": batch, "lambda_only": bool(lambda_only), "lr": float(lr), "lam_lr": float(lam_lr),
-        "feature_weight": float(feature_weight), "float_share": float(float_share), "seed": int(seed),
+        "feature_weight": float(feature_weight), "float_share": float(float_share),
+        "quant_drop": float(quant_drop), "seed": int(seed),
         "minutes": round((time.time() - started) / 60, 2),
         "augment": augment, "views": DistillImages.describe(augment),
         "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",
