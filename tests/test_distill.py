@@ -230,6 +230,8 @@ def test_mean_head_loss_is_zero_for_the_teacher_and_the_batch_loss_in_one_batch(
     halves = [mean_head_loss(student, teacher, part, 32, batch=3) for part in (paths[:3], paths[3:])]
     chunked = mean_head_loss(student, teacher, paths, 32, batch=3)
     assert chunked["loss"] == pytest.approx((halves[0]["loss"] + halves[1]["loss"]) / 2, rel=1e-6)
+    with pytest.raises(SpikedetError, match="no images"):
+        mean_head_loss(student, teacher, [], 32)
 
 
 def test_distill_is_deterministic_given_seed(files, tmp_path):

@@ -5,6 +5,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import SpikedetError
 from .images import load_batch
 
 
@@ -71,6 +72,8 @@ def mean_head_loss(student: torch.nn.Module, teacher: torch.nn.Module, paths: Se
 
     Why: on the training images it is what a distillation reached; on images it never saw, what of that fit
     carries over (the generalization gap, without labels)."""
+    if not paths:
+        raise SpikedetError("no images to average the distillation loss over")
     totals, count = {"obj": 0.0, "box": 0.0, "cls": 0.0, "loss": 0.0}, 0
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
@@ -80,4 +83,4 @@ def mean_head_loss(student: torch.nn.Module, teacher: torch.nn.Module, paths: Se
         for key in totals:
             totals[key] += out[key] * len(chunk)
         count += len(chunk)
-    return {key: value / max(count, 1) for key, value in totals.items()}
+    return {key: value / count for key, value in totals.items()}
