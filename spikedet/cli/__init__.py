@@ -9,7 +9,7 @@ import sys
 
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
-from ..errors import SpikedetError
+from ..errors import Interrupted, SpikedetError
 
 COMMANDS = {}  # name -> (add_arguments, run, help)
 
@@ -52,6 +52,9 @@ def main(argv=None):
         return COMMANDS[args.command][1](args, sub) or 0
     except SystemExit as e:  # a command's own parser.error: already printed as one line
         return e.code
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return e.exit_code
     except SpikedetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
