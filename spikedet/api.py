@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Union
 from .data.records import VOC_CLASSES, load_class_names
 from .defaults import DEFAULTS
 from .detect import detect, detections_in
-from .checks import OPTION_CHECKS, check_values
+from .checks import OPTION_CHECKS, check_timesteps, check_values
 from .errors import fail
 from .inference import StreamSettings, calibration_images
 from .model.checkpoint import load_ann, save_ann
@@ -101,6 +101,7 @@ class SpikingYOLO:
         check_values(allow_long_t, timesteps=timesteps, **{k: v for k, v in given.items() if k in OPTION_CHECKS})
         if self.is_snn:
             given["timesteps"] = list(timesteps or [default_timesteps(self.network)])
+            check_timesteps(given["timesteps"], allow_long_t, source=None if timesteps else self.source)
         given.setdefault("imgsz", default_imgsz(self.network))
         given.setdefault("batch", DEFAULTS["batch_cpu" if str(given.get("device", "cpu")) == "cpu"
                                            else "batch_gpu"])

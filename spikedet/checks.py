@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .defaults import DEFAULTS
-from .errors import SpikedetError
+from .errors import SpikedetError, fail
 
 
 def integer(low: int = None, high: int = None, what: str = "an integer"):
@@ -88,13 +88,38 @@ def check_values(allow_long_t: bool = False, **values):
     check_timesteps(steps if isinstance(steps, (list, tuple)) else [steps] if steps else [], allow_long_t)
 
 
-def check_timesteps(values, allow_long: bool, parser: argparse.ArgumentParser = None):
-    """T above max_timesteps is refused unless allow_long. A SpikedetError, not parser.error: the CLI's main()
-    turns it into the same one-line `error: argument --timesteps: ...` and returns 2 instead of exiting."""
+def check_stored(source, **values):
+    """Values read from a file, held to the checks of the options of the same name (None: not stored); a stored
+    value must be a number, not text that reads as one. One-line error naming the file."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail(source, f"stored {name} must be a number, got {value!r}")
+        try:
+            OPTION_CHECKS[name](str(value))
+        except argparse.ArgumentTypeError as e:
+            raise fail(source, f"stored {name}: {e}") from None
+
+
+def check_timesteps(values, allow_long: bool, parser: argparse.ArgumentParser = None, source=None):
+    """T above max_timesteps is refused unless allow_long, whether given (a SpikedetError, not parser.error: the
+    CLI's main() turns it into the same one-line `error: argument --timesteps: ...` and returns 2 instead of
+    exiting) or stored in the network file `source`."""
     limit = DEFAULTS["max_timesteps"]
     if values and not allow_long and max(values) > limit:
-        raise SpikedetError(f"argument --timesteps: T = {max(values)} is above {limit} (hours per image on a "
+        where = f"{source}: its stored time steps" if source else "argument --timesteps"
+        raise SpikedetError(f"{where}: T = {max(values)} is above {limit} (hours per image on a "
                             "CPU); add --allow-long-t to run it anyway")
+
+
+def check_weight_memory(source, parameters: int):
+    """A network from a file or config is refused before it is allocated when its float32 weights would need
+    more than max_weight_gb (a layer with a million channels asks for hundreds of GB)."""
+    gb = 4 * parameters / 1e9
+    if gb > DEFAULTS["max_weight_gb"]:
+        raise fail(source, f"the network would need {gb:.1f} GB for its weights (limit {DEFAULTS['max_weight_gb']} "
+                           "GB): its channels or kernel sizes are too large")
 
 
 def device(text: str) -> str:

@@ -34,6 +34,10 @@ DEFAULTS = {
     "timesteps_eval": (8, 16, 32, 64, 128, 256),
     "timesteps_detect": 16,  # when the SNN file does not say which T it was converted for
     "max_timesteps": 4096,  # a larger T is refused unless asked for explicitly (hours on a CPU)
+    # networks read from files: refused before anything is allocated when they exceed these
+    "max_channels": 8192,  # a yolo config layer's channels, and its classes
+    "max_kernel": 31,  # a yolo config layer's kernel or pool size
+    "max_weight_gb": 4.0,  # float32 weights of a whole network, estimated from its config or darknet cfg
     # scoring: every detection above conf, class-wise NMS; darknet networks as darknet scores them
     "conf_eval": 0.001,
     "iou_eval": 0.7,

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..checks import check_weight_memory
 from ..errors import fail
 from ..routing import run_routed
 from .cfg import parse_cfg, read_cfg_text
@@ -127,6 +128,7 @@ class _Builder:
         self.cfg, self.sections = cfg, sections
         self.channels, self.strides, self.levels, self.feeders = [], [], [], []
         self.input = (net["channels"], 1)
+        self.parameters = 0  # convolution weights so far: the network is refused before a too-large one is made
 
     def build(self) -> List[nn.Module]:
         layers = []
@@ -141,6 +143,8 @@ class _Builder:
         return layers
 
     def convolutional(self, s):
+        self.parameters += self.c * s["filters"] * s["size"] ** 2
+        check_weight_memory(self.cfg, self.parameters)
         return ConvBlock(self.c, s), -1, s["filters"], self.stride * s["stride"]
 
     def maxpool(self, s):

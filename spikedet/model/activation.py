@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from ..defaults import CHOICES
+from ..defaults import CHOICES, DEFAULTS
 from .calibration import PercentileObserver
 
 GRANULARITIES = CHOICES["granularity"]
@@ -44,14 +44,19 @@ class DualErrorSettings:
     lambda_grad: str = "residue"
 
     def __post_init__(self):
-        if int(self.levels) < 1:
-            raise ValueError(f"dual-error levels must be >= 1, got {self.levels}")
+        """Types and ranges checked, as these settings also come from files."""
+        levels, percentile = self.levels, self.init_percentile
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= DEFAULTS["max_timesteps"]:
+            raise ValueError(f"dual-error levels must be an integer in 1..{DEFAULTS['max_timesteps']}, got {levels!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"dual-error granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.lambda_grad not in LAMBDA_GRADS:
             raise ValueError(f"dual-error lambda_grad must be one of {LAMBDA_GRADS}, got {self.lambda_grad!r}")
-        if not 0 < self.init_percentile <= 100:
-            raise ValueError(f"dual-error init_percentile must be in (0, 100], got {self.init_percentile}")
+        if not all(isinstance(v, bool) for v in (self.clip, self.quantize)):
+            raise ValueError(f"dual-error clip and quantize must be true or false, got {self.clip!r}, {self.quantize!r}")
+        if (isinstance(percentile, bool) or not isinstance(percentile, (int, float))
+                or not 0 < percentile <= 100):  # NaN fails the comparison too
+            raise ValueError(f"dual-error init_percentile must be in (0, 100], got {percentile!r}")
 
     @property
     def is_relu(self) -> bool:

@@ -13,6 +13,7 @@ from ..darknet import DarknetModel
 from ..errors import fail
 from ..fileio import atomic_torch_save, load_torch_file
 from .activation import DualErrorSettings, install_leaky_dual_error
+from .record import check_record
 from .yolo import DualErrorYOLO
 
 ANN_FORMAT = "spikedet-ann"
@@ -35,21 +36,17 @@ def ann_record(model: nn.Module, half: bool = False) -> dict:
 
 
 def build_ann(record: dict, source: Union[str, Path] = "network record") -> nn.Module:
-    """The network an ann_record describes, in float32 eval mode."""
-    try:
-        family, config, state = record["family"], record["config"], record["state_dict"]
-        names = {int(k): v for k, v in record["names"].items()}
-    except (KeyError, TypeError, AttributeError):
-        raise fail(source, "damaged spikedet network record (missing family, config, names or weights)") from None
+    """The network an ann_record describes, in float32 eval mode; every stored value is checked first
+    (model.record), so nothing in a file reaches a model builder unchecked."""
+    record = check_record(record, source)
+    family, config, names, state = record["family"], record["config"], record["names"], record["state_dict"]
     if family == "darknet":
         model = DarknetModel(config["cfg"], list(names.values()), cfg_text=config["cfg_text"])
         if config.get("dual_error"):
             install_leaky_dual_error(model, DualErrorSettings.from_dict(config["dual_error"]))
-    elif family == "yolo":
+    else:
         model = DualErrorYOLO(config, nc=len(names))
         model.names = names
-    else:
-        raise fail(source, f"unknown network family {family!r}")
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as e:
@@ -77,7 +74,11 @@ def load_ann(path: Union[str, Path], content: dict = None) -> nn.Module:
 
 
 def check_version(path, content: dict, version: int):
-    if content.get("version") != version:
-        raise fail(path, f"{content.get('format')} file format version {content.get('version')}; this spikedet "
-                         f"reads version {version} ({'newer' if (content.get('version') or 0) > version else 'older'}"
-                         " file: use the spikedet that wrote it, or convert it again)")
+    found = content.get("version")
+    if found != version or isinstance(found, bool):
+        if isinstance(found, bool) or not isinstance(found, int):
+            raise fail(path, f"{content.get('format')} file format version {found!r} is not a version number "
+                             "(a damaged or hand-edited file)")
+        raise fail(path, f"{content.get('format')} file format version {found}; this spikedet reads version "
+                         f"{version} ({'newer' if found > version else 'older'} file: use the spikedet that wrote it, "
+                         "or convert it again)")

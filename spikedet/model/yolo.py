@@ -18,6 +18,7 @@ from ..defaults import CHOICES
 from ..errors import SpikedetError, fail
 from ..fileio import read_yaml
 from .activation import DualErrorReLU, DualErrorSettings
+from .schema import check_yolo_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 POOL_CHOICES = CHOICES["pool"]
@@ -36,33 +37,34 @@ def resolve_config_path(cfg: Union[str, Path]) -> Path:
 
 def load_model_config(cfg: Union[str, Path, dict], scale: Optional[str] = None, pool: Optional[str] = None,
                       dual_error: Optional[dict] = None) -> dict:
-    """Read a model config and apply overrides; the result is what the model records about itself."""
+    """Read a model config, check it against spikedet's schema (model.schema) and apply overrides; the result
+    is what the model records about itself."""
     if isinstance(cfg, dict):
-        d = copy.deepcopy(cfg)
+        source = cfg.get("yaml_file") if isinstance(cfg.get("yaml_file"), str) else "model config"
+        d = check_yolo_config(cfg, source)
     else:
-        path = resolve_config_path(cfg)
-        d = read_yaml(path, "model config")
-        if not isinstance(d, dict) or "backbone" not in d or "head" not in d:
-            raise fail(path, "not a model config (needs `backbone` and `head`)")
-        d["yaml_file"] = str(path)
+        source = resolve_config_path(cfg)
+        d = check_yolo_config(read_yaml(source, "model config"), source)
+        d["yaml_file"] = str(source)
     if scale is not None:
         if scale not in d.get("scales", {}):
-            raise fail(d.get('yaml_file', 'model config'), f"scale {scale!r} not in {sorted(d.get('scales', {}))}")
+            raise fail(source, f"scale {scale!r} not in {sorted(d.get('scales', {}))}")
         d["scale"] = scale
     d["pool"] = pool or d.get("pool", "max")
     if d["pool"] not in POOL_CHOICES:
-        raise fail(d.get('yaml_file', 'model config'), f"pool must be one of {POOL_CHOICES}, got {d['pool']!r}")
+        raise fail(source, f"pool must be one of {POOL_CHOICES}, got {d['pool']!r}")
     try:
         settings = DualErrorSettings.from_dict({**d.get("dual_error", {}), **(dual_error or {})})
     except (TypeError, ValueError) as e:
-        raise fail(d.get('yaml_file', 'model config'), str(e)) from None
+        raise fail(source, str(e)) from None
     d["dual_error"] = settings.to_dict()
-    return d
+    return check_yolo_config(d, source)
 
 
 def _rewrite_pools(d: dict) -> dict:
     """The layer list ultralytics builds: max-pools replaced per the `pool` choice (a copy; `d` is kept)."""
     d = copy.deepcopy(d)
+    d.pop("activation", None)  # never evaluated: every hidden activation becomes a DualErrorReLU
     if d["pool"] == "max":
         return d
     layers = d["backbone"] + d["head"]

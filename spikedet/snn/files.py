@@ -6,9 +6,12 @@ from typing import Tuple, Union
 
 from torch import nn
 
+from ..checks import check_stored
+from ..defaults import CHOICES
 from ..errors import fail
 from ..fileio import atomic_torch_save, load_torch_file
 from ..model.checkpoint import ann_record, build_ann, check_version
+from ..model.record import check_names, check_state_dict
 from .convert import rebuild
 from .engine import SpikingNetwork
 from .neurons import reset_net
@@ -37,16 +40,35 @@ def load_snn(path: Union[str, Path], content: dict = None) -> Tuple[SpikingNetwo
     if not is_snn_file(content):
         raise fail(path, "not a spikedet SNN file (convert a checkpoint with tools/convert.py first)")
     check_version(path, content, SNN_VERSION)
-    try:
-        meta, state = content["meta"], content["state_dict"]
-        options = meta["options"]
-    except (KeyError, TypeError):
-        raise fail(path, "damaged SNN file (missing meta, options or weights)") from None
+    meta, state = check_meta(content.get("meta"), path), check_state_dict(content.get("state_dict"), path)
     ann = build_ann(content.get("ann"), path)
-    snn = rebuild(ann, options)
+    snn = rebuild(ann, meta["options"])
     try:
         snn.load_state_dict(state)
     except RuntimeError as e:
         raise fail(path, f"weights do not fit the network its record rebuilds ({str(e).splitlines()[0]})") from None
     snn.meta = dict(meta)
     return snn.eval(), ann
+
+
+OPTION_CHOICES = ("normalization", "scales", "reset", "spikes", "leaky")
+
+
+def check_meta(meta, path) -> dict:
+    """An SNN file's meta data and conversion options, held to the checks of the options they were given as."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("options"), dict):
+        raise fail(path, "damaged SNN file (missing meta, options or weights)")
+    options = meta["options"]
+    unknown = set(options) - set(OPTION_CHOICES) - {"percentile", "v_init", "timesteps"}
+    if unknown:
+        raise fail(path, f"unknown conversion options {sorted(map(str, unknown))}")
+    for key in OPTION_CHOICES:
+        if options.get(key) not in CHOICES[key]:
+            raise fail(path, f"stored {key} must be one of {CHOICES[key]}, got {options.get(key)!r}")
+    check_stored(path, percentile=options.get("percentile"), v_init=options.get("v_init"),
+                 timesteps=options.get("timesteps"))
+    check_stored(path, timesteps=meta.get("timesteps"), imgsz=meta.get("imgsz"))
+    if meta.get("resize") not in (None, *CHOICES["resize"]) or meta.get("family") not in (None, "yolo", "darknet"):
+        raise fail(path, f"stored resize or family is not one spikedet writes: {meta.get('resize')!r}, "
+                         f"{meta.get('family')!r}")
+    return {**meta, "names": check_names(meta.get("names"), path)}
