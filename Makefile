@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(MACHINE_PINS)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]' $(MACHINE_PINS)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench,nir]' $(MACHINE_PINS)
 	touch $@
 
 demo: install

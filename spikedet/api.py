@@ -148,3 +148,17 @@ class SpikingYOLO:
     def save(self, path: PathLike) -> Path:
         """Write this network as a spikedet file (an SNN with its source ANN, or an ANN checkpoint)."""
         return save_snn(self.network, self.ann, path) if self.is_snn else save_ann(self.network, path)
+
+    def export(self, format: str = "nir", output: Optional[PathLike] = None,
+               allow_approximations: bool = False) -> dict:
+        """This SNN for a neuromorphic toolchain: a NIR graph at `output` and its metadata beside it
+        (spikedet.export); what NIR cannot express is refused in one line. Returns the metadata."""
+        from .export import export_nir  # on use: it needs the optional nir package
+
+        if format != "nir":
+            raise fail(self.source, f"export format must be 'nir', got {format!r}")
+        if not self.is_snn:
+            raise fail(self.source, "export takes an SNN: convert the network first")
+        if output is None:
+            raise fail(self.source, "export needs an output path")
+        return export_nir(self.network, output, allow_approximations)

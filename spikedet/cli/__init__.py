@@ -104,4 +104,4 @@ def _stream_options(args) -> dict:
 
 
 # The subcommands, in pipeline order, register themselves when their modules are imported.
-from . import train_commands, run_commands  # noqa: E402,F401  (this order: data, train, convert, eval, ...)
+from . import train_commands, run_commands, export_commands  # noqa: E402,F401  (this order: data, train, convert, ...)
