@@ -65,4 +65,5 @@ DEFAULTS = {
     "feature_weight_distill": 25.0,  # the per-layer activation term against the head-output terms
     "quant_drop_distill": 0.0,  # the share of dual-error elements passing their float value in training (QDrop)
     "float_share_distill": 0.0,  # the share of steps that distill the student's float network (errors off)
+    "save_minutes_distill": 10.0,  # how often a distillation saves its resumable state
 }

@@ -40,6 +40,11 @@ def tiny_cfg(nc=NC):
 
 @pytest.fixture
 def files(tmp_path):
+    return make_files(tmp_path)
+
+
+def make_files(tmp_path):
+    """A tiny darknet cfg, random weights, names and six small images."""
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(tiny_cfg())
     names = tmp_path / "tiny.names"

@@ -1,6 +1,7 @@
 """`spikedet data` and `spikedet train` (ultralytics training, or distillation of a darknet network)."""
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
+from ..distill_options import OPTIONS as DISTILL_OPTIONS, SESSION_OPTIONS
 from . import command
 
 
@@ -31,8 +32,8 @@ def _run_data(args, parser):
 def _add_train_arguments(parser):
     parser.add_argument("overrides", nargs="*", type=checks.key_value, metavar="key=value",
                         help="other ultralytics train arguments, e.g. optimizer=AdamW lr0=0.001 mosaic=0; with "
-                        "--distill, its options (spikedet.distill.OPTIONS), e.g. lr=1e-5 quant_drop=0.5 "
-                        "max_minutes=60")
+                        "--distill, its options: " + ", ".join(DISTILL_OPTIONS) + " (e.g. steps=3000 "
+                        "selection=200 max_minutes=60); with --distill --resume only " + ", ".join(SESSION_OPTIONS))
     parser.add_argument("--data", type=checks.existing_file,
                         help="ultralytics dataset YAML (e.g. data/shapes/yolo/shapes.yaml)")
     parser.add_argument("--model", default=DEFAULTS["model"], help="model config name or YAML (configs/)")
@@ -43,7 +44,7 @@ def _add_train_arguments(parser):
                         f"({DEFAULTS['batch_distill']} with --distill)")
     parser.add_argument("--device", type=checks.training_device, help="cpu, 0, 0,1 (several GPUs train with DDP)")
     parser.add_argument("--resume", metavar="LAST.pt", type=checks.existing_file,
-                        help="resume an interrupted run from its last.pt")
+                        help="resume an interrupted run from its last.pt (with --distill: its NAME.last.pt state)")
     parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_train"])
     parser.add_argument("--name", default=DEFAULTS["name"])
     parser.add_argument("--pretrained", metavar="WEIGHTS", type=checks.existing_file,
@@ -72,7 +73,8 @@ def _add_train_arguments(parser):
     kd.add_argument("--weights", type=checks.existing_file, help="the darknet .weights (the teacher)")
     kd.add_argument("--cfg", type=checks.existing_file, help="its .cfg")
     kd.add_argument("--names", type=checks.existing_file, help="its .names (default: beside the cfg)")
-    kd.add_argument("--images", type=checks.existing_path, help="training images: a folder or a dataset YAML")
+    kd.add_argument("--images", type=checks.existing_path, nargs="+", metavar="SOURCE",
+                    help="training images: one or more folders, dataset YAMLs (train split) or .txt image lists")
     kd.add_argument("--output", type=checks.output_file, help="the checkpoint to write")
     kd.add_argument("--lambda-only", action="store_true",
                     help="learn only the thresholds lambda (weights frozen): the calibration baseline")
@@ -109,16 +111,26 @@ def _run_train(args, parser):
 
 
 def _run_distill(args, parser):
-    from ..distill import check_options, distill
+    from ..distill import check_options, distill, resume
 
-    missing = [f"--{k}" for k in ("weights", "cfg", "images", "output") if not getattr(args, k)]
-    if missing:
-        parser.error(f"--distill needs {', '.join(missing)}")
-    if args.data or args.resume or args.pretrained:
-        parser.error("--distill takes its images from --images (no --data, --resume or --pretrained)")
-    best = distill(args.weights, args.cfg, args.images, args.output, levels=args.levels or DEFAULTS["levels_distill"],
-                   init=args.init, augment=args.augment,
-                   epochs=args.epochs or DEFAULTS["epochs_distill"], imgsz=args.imgsz,
-                   batch=args.batch or DEFAULTS["batch_distill"], lambda_only=args.lambda_only, seed=args.seed,
-                   names=args.names, **check_options(dict(args.overrides)))
-    print(f"distilled weights: {best}")
+    options = check_options(dict(args.overrides))
+    if args.resume:
+        given = [f"--{k}" for k in ("weights", "cfg", "images", "output", "data", "pretrained") if getattr(args, k)]
+        if given:
+            parser.error(f"--distill --resume continues the run as it was started: {', '.join(given)} not taken")
+        result = resume(args.resume, **{k: v for k, v in options.items() if v is not None})
+    else:
+        missing = [f"--{k}" for k in ("weights", "cfg", "images", "output") if not getattr(args, k)]
+        if missing:
+            parser.error(f"--distill needs {', '.join(missing)}")
+        if args.data or args.pretrained:
+            parser.error("--distill takes its images from --images (no --data or --pretrained)")
+        result = distill(args.weights, args.cfg, args.images, args.output,
+                         levels=args.levels or DEFAULTS["levels_distill"], init=args.init, augment=args.augment,
+                         epochs=args.epochs or DEFAULTS["epochs_distill"], imgsz=args.imgsz,
+                         batch=args.batch or DEFAULTS["batch_distill"], lambda_only=args.lambda_only,
+                         seed=args.seed, names=args.names, **options)
+    if result.name.endswith(".last.pt"):
+        print(f"distillation state (not finished): {result}")
+    else:
+        print(f"distilled weights: {result}")

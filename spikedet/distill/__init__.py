@@ -29,234 +29,157 @@ lam learns -- the calibration baseline.
 
 Several `levels` (e.g. 8 and 16): each step draws one, so the same thresholds serve every T the SNN will run
 at; the checkpoint is recorded at the smallest.
+
+A run is measured in steps (the learning rate follows a cosine over them), and it can stop and go on: its
+resumable state (distill.state) is saved beside the output every few minutes and whenever it stops, and
+`resume()` continues it to the same weights an uninterrupted run reaches. `selection` images are held out of
+training (distill.images.split_selection) and the head loss on them is recorded: the measure recipes and run
+lengths are chosen by, instead of an evaluation set.
 """
-import json
-import math
-import random
-import time
+import hashlib
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
-import torch
-from ultralytics.utils import TQDM
-
-from ..darknet import load_darknet
 from ..defaults import CHOICES, DEFAULTS
 from ..errors import SpikedetError, fail
-from ..model.checkpoint import save_ann
-from .images import DistillImages, load_batch, training_images
-from .losses import _Capture, feature_loss, head_loss, mean_head_loss
+from .images import DistillImages, load_batch, split_selection, training_images
+from .losses import feature_loss, head_loss, mean_head_loss
+from ..distill_options import OPTIONS, SESSION_OPTIONS, check_options
+from .loop import run, selection_loss
+from .state import load_state
 from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
                       mse_scales, set_levels)
 
-__all__ = ["distill", "DistillImages", "load_batch", "training_images", "feature_loss", "head_loss", "mean_head_loss",
-           "CALIBRATION_COUNT", "INIT_PERCENTILE", "channel_scales", "leaky_activations", "make_student",
-           "mse_scales", "set_levels", "QuantDrop", "check_options", "OPTIONS"]
+__all__ = ["distill", "resume", "DistillImages", "load_batch", "training_images", "split_selection", "feature_loss",
+           "head_loss", "mean_head_loss", "selection_loss", "CALIBRATION_COUNT", "INIT_PERCENTILE",
+           "channel_scales", "leaky_activations", "make_student", "mse_scales", "set_levels", "QuantDrop",
+           "check_options", "OPTIONS", "state_path"]
+
+Source = Union[str, Path]
 
 
-def _seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def state_path(output: Source) -> Path:
+    """Where a run writing `output` keeps its resumable state: NAME.last.pt beside it."""
+    output = Path(output)
+    return output.with_name(output.stem + ".last.pt")
 
 
-# the options given as key=value on the command line (tools/train.py --distill ... lr=0.00005), with their checks
-OPTIONS = {
-    "lr": (float, "a learning rate > 0", lambda v: v > 0),
-    "lam_lr": (float, "a learning rate > 0", lambda v: v > 0),
-    "feature_weight": (float, "a weight >= 0", lambda v: v >= 0),
-    "float_share": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
-    "quant_drop": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
-    "max_minutes": (float, "minutes > 0", lambda v: v > 0),
-    "threads": (int, "threads >= 1", lambda v: v >= 1),
-    "workers": (int, "workers >= 0", lambda v: v >= 0),
-    "log": (str, "a file path", bool),
-}
-
-
-def check_options(options: dict) -> dict:
-    """The key=value options of a distillation, converted to their types; a SpikedetError naming the first bad one."""
-    checked = {}
-    for key, value in options.items():
-        if key not in OPTIONS:
-            raise SpikedetError(f"distillation takes no option {key!r}; it takes {', '.join(OPTIONS)}")
-        kind, what, ok = OPTIONS[key]
-        try:
-            converted = kind(value) if value is not None else None
-            if kind is int and converted != float(value):  # threads=1.5 is not 1 thread
-                converted = None
-        except (TypeError, ValueError):
-            converted = None
-        if converted is not None and kind is float and not math.isfinite(converted):
-            converted = None
-        if value is not None and (converted is None or not ok(converted)):
-            raise SpikedetError(f"{key}={value!r}: expected {what}")
-        checked[key] = converted
-    return checked
-
-
-def distill(weights: Union[str, Path], cfg: Union[str, Path], images: Union[str, Path], output: Union[str, Path],
+def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]], output: Source,
             levels: Union[int, Sequence[int]] = DEFAULTS["levels_distill"], epochs: int = DEFAULTS["epochs_distill"],
             imgsz: int = DEFAULTS["imgsz"], batch: int = DEFAULTS["batch_distill"], lambda_only: bool = False,
             lr: float = DEFAULTS["lr_distill"], lam_lr: float = DEFAULTS["lam_lr_distill"], workers: int = 0,
-            seed: int = DEFAULTS["seed"], progress: bool = True, names: Optional[Union[str, Path]] = None,
+            seed: int = DEFAULTS["seed"], progress: bool = True, names: Optional[Source] = None,
             feature_weight: float = DEFAULTS["feature_weight_distill"], max_minutes: float = None,
-            log: Optional[Union[str, Path]] = None, threads: Optional[int] = None,
+            log: Optional[Source] = None, threads: Optional[int] = None,
             init: str = CHOICES["distill_init"][0], augment: str = CHOICES["distill_augment"][0],
             float_share: float = DEFAULTS["float_share_distill"],
-            quant_drop: float = DEFAULTS["quant_drop_distill"]) -> Path:
+            quant_drop: float = DEFAULTS["quant_drop_distill"], steps: Optional[int] = None,
+            selection: int = 0, select_every: int = 0,
+            save_minutes: float = DEFAULTS["save_minutes_distill"]) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
-    the float network on `images` (a folder or a dataset YAML's train split; labels ignored); writes a spikedet
-    ANN checkpoint to `output` (half precision) and returns its path.
+    the float network on `images` (one or several folders, dataset YAMLs (train split, labels ignored) or .txt
+    lists of images); writes a spikedet ANN checkpoint to `output` (half precision) and returns its path, or
+    the state file's path when the run stopped before its last step (max_minutes; resume() goes on).
 
     levels: one L, or several drawn one per step (the checkpoint is recorded at the smallest). init: where lam
-    starts ("mse" or "percentile", see the module docstring). augment: the training views ("mosaic_mixup" or
-    "crop", see DistillImages).
+    starts ("mse" or "percentile", see the module docstring). augment: the training views ("crop" or
+    "mosaic_mixup", see DistillImages). steps: the run's length in steps (default: `epochs` epochs).
 
     lambda_only: train only the thresholds (every weight frozen). feature_weight: weight of the per-layer
     activation-matching term (0: head outputs only). float_share: the fraction of steps that distill the
     student's float network (both errors off) instead, so its weights stay a good float network too.
     quant_drop: the share of each dual-error layer's elements that pass their float value in training (QDrop,
-    see student.QuantDrop), so the fit to the quantization carries over from the training images to others.
-    max_minutes: stop early (at a step boundary) after this much wall time; the checkpoint records the epochs
-    and steps done. log: a JSON-lines file of per-epoch loss.
-    Cosine learning-rate decay over the planned steps (or over max_minutes, whichever ends first).
+    see student.QuantDrop).
+    selection: images held out of training (seeded draw), whose head loss at each level and for the float
+    network is recorded at the end and every `select_every` steps. save_minutes: how often the resumable
+    state (state_path(output)) is saved. max_minutes: stop this session at a step boundary after this much
+    wall time (the state is saved; the learning-rate schedule does not depend on it). log: a JSON-lines file
+    of per-epoch loss.
     """
     options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
                                  threads=threads, workers=workers, log=None if log is None else str(log),
-                                 float_share=float_share, quant_drop=quant_drop))
-    lr, lam_lr, feature_weight = options["lr"], options["lam_lr"], options["feature_weight"]
-    float_share, quant_drop = options["float_share"], options["quant_drop"]
-    max_minutes, threads, workers = options["max_minutes"], options["threads"], options["workers"]
+                                 float_share=float_share, quant_drop=quant_drop, steps=steps, selection=selection,
+                                 select_every=select_every, save_minutes=save_minutes))
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
-    epochs, imgsz, batch = int(epochs), int(imgsz), int(batch)
-    if not train_levels or train_levels[0] < 1:
-        raise SpikedetError(f"levels must be >= 1, got {levels}")
+    if not train_levels or train_levels[0] < 1 or train_levels[-1] > DEFAULTS["max_timesteps"]:
+        raise SpikedetError(f"levels must be in [1, {DEFAULTS['max_timesteps']}], got {levels}")
     if init not in CHOICES["distill_init"]:
         raise SpikedetError(f"init must be one of {CHOICES['distill_init']}, got {init!r}")
-    if epochs < 1 or batch < 1:
-        raise SpikedetError("epochs and batch must be >= 1")
+    if augment not in CHOICES["distill_augment"]:
+        raise SpikedetError(f"augment must be one of {CHOICES['distill_augment']}, got {augment!r}")
+    if int(epochs) < 1 or int(batch) < 1 or int(imgsz) < 32:
+        raise SpikedetError("epochs and batch must be >= 1, imgsz >= 32")
     for path, what in ((weights, "darknet weights"), (cfg, "darknet cfg")):
         if not Path(path).is_file():
             raise fail(path, f"{what} not found")
-    if threads:
-        torch.set_num_threads(int(threads))
-    _seed_everything(seed)
-    paths = training_images(images)
-    data = DistillImages(paths, imgsz, seed, augment)  # checks augment before the teacher is loaded
-    teacher = load_darknet(cfg, weights, names).float().eval()
-    if imgsz % teacher.multiple:
-        raise SpikedetError(f"imgsz {imgsz} is not a multiple of {teacher.multiple}, which this network needs")
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    calibration = paths[:CALIBRATION_COUNT]
-    calibration_batch = load_batch(calibration, imgsz)
-    scales = (mse_scales(teacher, calibration_batch, train_levels) if init == "mse"
-              else channel_scales(teacher, calibration_batch))
-    student = make_student(teacher, train_levels[0], scales)
-    student.eval()  # frozen BN statistics; gradients still flow
-    lams = [p for n, p in student.named_parameters() if n.endswith(".lam")]
-    others = [p for n, p in student.named_parameters() if not n.endswith(".lam")]
-    for p in others:
-        p.requires_grad_(not lambda_only)
-    groups = [{"params": lams, "lr": lam_lr}] + ([] if lambda_only else [{"params": others, "lr": lr}])
-    optimizer = torch.optim.Adam(groups)
-    base_lrs = [g["lr"] for g in groups]
-
-    draw_levels = random.Random(seed)
-    generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=len(paths) >= batch,
-                                         num_workers=int(workers), generator=generator)
-    steps_per_epoch = len(loader)
-    total_steps = epochs * steps_per_epoch
-    teacher_acts, student_acts = leaky_activations(teacher), leaky_activations(student)
-    dropout = QuantDrop(student_acts, quant_drop)  # before the capture hooks, so the feature loss sees its output
-    capture = (_Capture(teacher_acts), _Capture(student_acts)) if feature_weight > 0 else None
-    fixed_scales = [s.clone() for s in scales]
-
-    started, step, done_epochs, history = time.time(), 0, 0, []
-    log_file = open(log, "a") if log else None
-    stop = False
-    try:
-        for epoch in range(epochs):
-            data.epoch = epoch
-            bar = TQDM(loader, total=steps_per_epoch, desc=f"distill {epoch + 1}/{epochs}", disable=not progress)
-            running, parts = 0.0, {"obj": 0.0, "box": 0.0, "cls": 0.0, "feat": 0.0}
-            for k, x in enumerate(bar):
-                progress_fraction = step / total_steps
-                if max_minutes:
-                    progress_fraction = max(progress_fraction, (time.time() - started) / 60 / max_minutes)
-                for g, base in zip(optimizer.param_groups, base_lrs):
-                    g["lr"] = base * 0.5 * (1 + math.cos(math.pi * min(progress_fraction, 1.0)))
-                float_step = float_share > 0 and draw_levels.random() < float_share
-                set_levels(student, None if float_step else draw_levels.choice(train_levels))
-                with torch.no_grad():
-                    _, t_maps = teacher(x)
-                _, s_maps = student(x)
-                out = head_loss(s_maps, t_maps, teacher.nc)
-                loss = out["loss"]
-                if capture is not None:
-                    feat = feature_loss(capture[1].outputs, capture[0].outputs, fixed_scales)
-                    loss = loss + feature_weight * feat
-                    out["feat"] = float(feat.detach())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    for lam in lams:
-                        lam.clamp_(min=1e-3)
-                step += 1
-                running += float(loss.detach())
-                for key in parts:
-                    parts[key] += out.get(key, 0.0)
-                bar.set_description(f"distill {epoch + 1}/{epochs} loss {running / (k + 1):.4f}")
-                if max_minutes and (time.time() - started) / 60 >= max_minutes:
-                    stop = True
-                    break
-            bar.close()
-            done_epochs = epoch + 1 if not stop else epoch + (k + 1) / steps_per_epoch
-            n = k + 1
-            entry = {"epoch": epoch + 1, "steps": step, "minutes": round((time.time() - started) / 60, 2),
-                     "loss": running / n, **{key: v / n for key, v in parts.items()}}
-            history.append(entry)
-            if log_file:
-                log_file.write(json.dumps(entry) + "\n")
-                log_file.flush()
-            if stop:
-                break
-    finally:
-        set_levels(student, train_levels[0])
-        dropout.remove()
-        if capture is not None:
-            capture[0].remove()
-            capture[1].remove()
-        if log_file:
-            log_file.close()
-
-    record = {
-        "teacher": {"weights": str(Path(weights).resolve()), "cfg": str(Path(cfg).resolve()),
-                    "weights_sha256": _sha256(weights)},
-        "images": [p.name for p in paths], "images_source": str(Path(images).resolve()),
-        "calibration_images": [p.name for p in calibration], "init": init,
-        **({"init_percentile": INIT_PERCENTILE} if init == "percentile" else {}),
-        "levels": train_levels[0], "train_levels": train_levels, "epochs": epochs, "epochs_done": float(done_epochs),
-        "steps": step, "imgsz": imgsz,
-        "batch": batch, "lambda_only": bool(lambda_only), "lr": float(lr), "lam_lr": float(lam_lr),
-        "feature_weight": float(feature_weight), "float_share": float(float_share),
-        "quant_drop": float(quant_drop), "seed": int(seed),
-        "minutes": round((time.time() - started) / 60, 2),
-        "augment": augment, "views": DistillImages.describe(augment),
-        "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",
-        "history": history,
+    state = state_path(output)
+    for path, what in ((output, "the output"), (state, "a run's state file (resume it, or remove it)")):
+        if Path(path).exists():
+            raise fail(path, f"exists ({what}); spikedet does not overwrite it")
+    sources = [images] if isinstance(images, (str, Path)) else list(images)
+    train, held = split_selection(training_images(sources), options["selection"], seed)
+    steps_per_epoch = max(len(train) // int(batch), 1)
+    settings = {
+        "weights": str(Path(weights).resolve()), "cfg": str(Path(cfg).resolve()),
+        "names": None if names is None else str(Path(names).resolve()), "weights_sha256": sha256(weights),
+        "sources": [str(Path(s).resolve()) for s in sources], "images": [str(p) for p in train],
+        "selection_images": [str(p) for p in held], "output": str(Path(output).resolve()), "state": str(state),
+        "levels": train_levels, "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch),
+        "steps": options["steps"] or int(epochs) * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+        "lambda_only": bool(lambda_only), "lr": options["lr"], "lam_lr": options["lam_lr"], "seed": int(seed),
+        "feature_weight": options["feature_weight"], "init": init, "augment": augment,
+        "float_share": options["float_share"], "quant_drop": options["quant_drop"],
+        "select_every": options["select_every"],
     }
-    return save_ann(student, output, half=True, distill=record)
+    return run(settings, None, max_minutes=options["max_minutes"], threads=options["threads"],
+               workers=options["workers"], log=options["log"], progress=progress,
+               save_minutes=options["save_minutes"])
 
 
-def _sha256(path) -> str:
-    import hashlib
+def resume(state: Source, progress: bool = True, **session) -> Path:
+    """Continue the run whose state file is `state` (NAME.last.pt) to its last step; returns what distill()
+    returns. session: only how it runs may change (max_minutes, threads, workers, log, save_minutes)."""
+    other = sorted(set(session) - set(SESSION_OPTIONS))
+    if other:
+        raise SpikedetError(f"a resumed run keeps its recipe: {', '.join(other)} cannot change (it takes "
+                            f"{', '.join(SESSION_OPTIONS)})")
+    options = check_options(session)
+    saved = load_state(state)
+    settings = saved["settings"]
+    if saved["finished"]:
+        raise fail(state, f"this run has finished (step {saved['step']}); its checkpoint is {settings.get('output')}")
+    _check_settings(settings, state)
+    if Path(settings["output"]).exists():
+        raise fail(settings["output"], "exists (the output of the run being resumed); spikedet does not overwrite it")
+    if sha256(settings["weights"]) != settings["weights_sha256"]:
+        raise fail(settings["weights"], "differs from the teacher the run started with (sha256)")
+    settings = {**settings, "state": str(Path(state).resolve())}
+    return run(settings, saved, progress=progress, save_minutes=options.get("save_minutes") or
+               DEFAULTS["save_minutes_distill"], **{k: options.get(k) for k in ("max_minutes", "threads", "log")},
+               workers=options.get("workers") or 0)
 
+
+def _check_settings(settings: dict, path) -> None:
+    """A state file's settings get the checks the same values get as options (they come from a file)."""
+    try:
+        check_options({k: settings[k] for k in ("lr", "lam_lr", "feature_weight", "float_share", "quant_drop",
+                                                "steps", "select_every")})
+        levels = [int(v) for v in settings["levels"]]
+        ok = (levels and all(1 <= v <= DEFAULTS["max_timesteps"] for v in levels)
+              and settings["init"] in CHOICES["distill_init"] and settings["augment"] in CHOICES["distill_augment"]
+              and 1 <= int(settings["batch"]) <= 4096 and 32 <= int(settings["imgsz"]) <= 4096
+              and 1 <= int(settings["steps_per_epoch"]) and settings["images"])
+    except (KeyError, TypeError, ValueError, SpikedetError) as e:
+        raise fail(path, f"distillation state with bad settings ({e})") from None
+    if not ok:
+        raise fail(path, "distillation state with settings out of range")
+    missing = [p for p in settings["images"] + settings["selection_images"] + [settings["weights"], settings["cfg"]]
+               if not Path(p).is_file()]
+    if missing:
+        raise fail(path, f"{len(missing)} file(s) of the run are gone, e.g. {missing[0]}")
+
+
+def sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

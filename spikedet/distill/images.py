@@ -1,8 +1,9 @@
-"""Training images for distillation: a folder or a dataset YAML's train split, augmented with albumentations."""
+"""Training images for distillation: folders, dataset YAMLs or image lists, a held-out selection set, and the
+augmented views (albumentations)."""
 import functools
 import random
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 import albumentations as A
 import cv2
@@ -12,27 +13,70 @@ import torch
 from ..data.yolo import read_yolo
 from ..defaults import CHOICES
 from ..errors import SpikedetError, fail
-from ..inference import image_files, load_image, preprocess
+from ..inference import image_files, is_image_file, load_image, preprocess
 
 AUGMENTS = CHOICES["distill_augment"]
 
 
-def training_images(images: Union[str, Path]) -> List[Path]:
-    """The image files of a folder (sorted), or of an ultralytics dataset YAML's train split (labels ignored)."""
-    source = Path(images)
+def training_images(images: Union[str, Path, Sequence[Union[str, Path]]]) -> List[Path]:
+    """The image files of one or several sources, sorted and without repeats. A source is a folder of images,
+    an ultralytics dataset YAML (its train split, labels ignored) or a text file listing one image path per
+    line (relative paths are relative to the text file)."""
+    sources = [images] if isinstance(images, (str, Path)) else list(images)
+    if not sources:
+        raise SpikedetError("no training image source given")
+    paths = set()
+    for source in map(Path, sources):
+        found = _source_images(source)
+        if not found:
+            raise fail(source, "no training images found")
+        paths.update(p.resolve() for p in found)
+    return sorted(paths)
+
+
+def _source_images(source: Path) -> List[Path]:
     if source.suffix in (".yaml", ".yml"):
         if not source.is_file():
             raise fail(source, "dataset YAML not found")
-        paths = sorted(Path(r.path) for r in read_yolo(source, "train"))
-    elif source.is_dir():
-        paths = image_files(source)
-    elif not source.exists():
+        return [Path(r.path) for r in read_yolo(source, "train")]
+    if source.suffix == ".txt" and source.is_file():
+        return _listed_images(source)
+    if source.is_dir():
+        return image_files(source)
+    if not source.exists():
         raise fail(source, "image folder not found")
-    else:
-        raise fail(source, "training images must be a folder of images or a dataset YAML")
-    if not paths:
-        raise fail(source, "no training images found")
+    raise fail(source, "training images must be a folder of images, a dataset YAML or a .txt list of images")
+
+
+def _listed_images(listing: Path) -> List[Path]:
+    """The images a text file names, one per line (blank lines and # comments skipped)."""
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise fail(listing, "is not a text file listing images") from None
+    paths = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line) if Path(line).is_absolute() else listing.parent / line
+        if not path.is_file():
+            raise fail(listing, f"line {number}: {line}: image not found")
+        if not is_image_file(path):
+            raise fail(listing, f"line {number}: {line}: not an image file")
+        paths.append(path)
     return paths
+
+
+def split_selection(paths: Sequence[Path], count: int, seed: int) -> Tuple[List[Path], List[Path]]:
+    """(training images, selection images): `count` images drawn by `seed` and held out of training, so that
+    recipes, run lengths and the shipped file are chosen on images the run never saw (not on an evaluation
+    set). The draw depends only on the sorted list and the seed."""
+    paths = list(paths)
+    if count < 0 or count >= len(paths):
+        raise SpikedetError(f"selection={count}: expected 0 <= selection < the {len(paths)} training images")
+    held = set(random.Random(f"selection-{seed}").sample(range(len(paths)), count))
+    return ([p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held])
 
 
 class DistillImages(torch.utils.data.Dataset):

@@ -95,11 +95,11 @@ class QuantDrop:
     `remove()`; steps with the errors off (set_levels(model, None)) pass through unchanged."""
 
     def __init__(self, acts: Sequence[nn.Module], p: float):
-        self.p = float(p)
+        self.p, self.active = float(p), True  # active: False while held-out images are scored
         self.hooks = [act.register_forward_hook(self._hook) for act in acts] if self.p > 0 else []
 
     def _hook(self, module, inputs, out):
-        if module.settings.is_relu:
+        if module.settings.is_relu or not self.active:
             return None
         exact = F.leaky_relu(inputs[0], module.negative_slope)
         return torch.where(torch.rand_like(out) < self.p, exact, out)

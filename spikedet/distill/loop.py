@@ -1,0 +1,273 @@
+"""One distillation run, from its settings (and, when resumed, its saved state) to the checkpoint.
+
+The loop is a function of the step count alone: the learning rate is a cosine over the run's steps, each
+epoch's image order comes from (seed, epoch), each view from (seed, epoch, index), and the level draws and
+torch's generator are saved with the state. So a run stopped at step j and resumed ends with the weights of
+one that never stopped (tests/test_distill_resume.py). Wall time only decides when the state is saved and
+when a session ends (max_minutes); Ctrl-C and SIGTERM finish the current step, save and stop.
+"""
+import contextlib
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from ultralytics.utils import TQDM
+
+from ..darknet import load_darknet
+from ..errors import Interrupted, SpikedetError
+from ..model.checkpoint import save_ann
+from .images import DistillImages, load_batch
+from .losses import _Capture, feature_loss, head_loss, mean_head_loss
+from .state import restore_random_states, save_state
+from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
+                      mse_scales, set_levels)
+
+PARTS = ("obj", "box", "cls", "feat")
+
+
+def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], threads: Optional[int], workers: int,
+        log: Optional[str], progress: bool, save_minutes: float) -> Path:
+    s = settings
+    log_file = open(log, "a") if log else None  # checked by the options; opened before any work
+    if threads:
+        torch.set_num_threads(int(threads))
+    _seed_everything(s["seed"])
+    train = [Path(p) for p in s["images"]]
+    selection = [Path(p) for p in s["selection_images"]]
+    _say(progress, f"distill: {len(train)} training images, {len(selection)} held out for selection; "
+                   f"{'resuming at step ' + str(saved['step']) if saved else 'starting'} of {s['steps']} steps")
+    data = DistillImages(train, s["imgsz"], s["seed"], s["augment"])
+    teacher = load_darknet(s["cfg"], s["weights"], s["names"]).float().eval()
+    if s["imgsz"] % teacher.multiple:
+        raise SpikedetError(f"imgsz {s['imgsz']} is not a multiple of {teacher.multiple}, which this network needs")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    calibration = train[:CALIBRATION_COUNT]
+    if saved:
+        scales = saved["initial_scales"]
+    else:
+        _say(progress, f"distill: initial thresholds ({s['init']}) from {len(calibration)} images")
+        batch = load_batch(calibration, s["imgsz"])
+        scales = mse_scales(teacher, batch, s["levels"]) if s["init"] == "mse" else channel_scales(teacher, batch)
+    student = make_student(teacher, s["levels"][0], scales)
+    student.eval()  # frozen BN statistics; gradients still flow
+    if saved:
+        student.load_state_dict(saved["student"])
+    lams = [p for n, p in student.named_parameters() if n.endswith(".lam")]
+    others = [p for n, p in student.named_parameters() if not n.endswith(".lam")]
+    for p in others:
+        p.requires_grad_(not s["lambda_only"])
+    groups = [{"params": lams, "lr": s["lam_lr"]}] + ([] if s["lambda_only"] else [{"params": others, "lr": s["lr"]}])
+    optimizer = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in groups]
+    draw_levels = random.Random(s["seed"])
+    if saved:
+        optimizer.load_state_dict(saved["optimizer"])
+        restore_random_states(saved, draw_levels, s["state"])
+
+    teacher_acts, student_acts = leaky_activations(teacher), leaky_activations(student)
+    # dropout before the capture hooks, so that the feature loss sees its output
+    dropout = QuantDrop(student_acts, s["quant_drop"])
+    capture = (_Capture(teacher_acts), _Capture(student_acts)) if s["feature_weight"] > 0 else None
+
+    step = saved["step"] if saved else 0
+    sums = dict(saved["epoch_sums"]) if saved else {}
+    history = list(saved["history"]) if saved else []
+    minutes_before = saved.get("minutes", 0.0) if saved else 0.0
+    started = last_save = time.time()
+    total, per_epoch = s["steps"], s["steps_per_epoch"]
+
+    def minutes():
+        return round(minutes_before + (time.time() - started) / 60, 2)
+
+    def save(finished=False):
+        state = save_state(s["state"], s, student, optimizer, scales, step, sums, history, draw_levels, finished,
+                           minutes())
+        return state
+
+    def select():
+        dropout.active = False
+        try:
+            return selection_loss(student, teacher, selection, s["imgsz"], s["levels"])
+        finally:
+            dropout.active = True
+
+    bar = TQDM(total=total, initial=step, desc="distill", disable=not progress)
+    stopped = None
+    try:
+        with _stop_requests() as requested:
+            while step < total and not stopped:
+                epoch, first = divmod(step, per_epoch)
+                data.epoch = epoch
+                order = _epoch_order(len(train), s["seed"], epoch)
+                batches = [order[k * s["batch"]:(k + 1) * s["batch"]] for k in range(first, per_epoch)]
+                # its own generator: a loader draws worker seeds, which must not move torch's global one
+                loader = torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=int(workers),
+                                                     generator=torch.Generator().manual_seed(s["seed"] + epoch))
+                for x in loader:
+                    lr_scale = 0.5 * (1 + math.cos(math.pi * step / total))
+                    for g, base in zip(optimizer.param_groups, base_lrs):
+                        g["lr"] = base * lr_scale
+                    out = _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others)
+                    step += 1
+                    sums = {k: sums.get(k, 0.0) + out.get(k, 0.0) for k in ("loss",) + PARTS}
+                    sums["n"] = sums.get("n", 0) + 1
+                    bar.update(1)
+                    bar.set_description(f"distill epoch {epoch + 1} loss {sums['loss'] / sums['n']:.4f}")
+                    if step % per_epoch == 0 or step == total:
+                        entry = {"epoch": epoch + 1, "steps": step, "minutes": minutes(),
+                                 **{k: sums[k] / sums["n"] for k in ("loss",) + PARTS}}
+                        history.append(entry)
+                        sums = {}
+                        if log_file:
+                            log_file.write(json.dumps(entry) + "\n")
+                            log_file.flush()
+                    if selection and s["select_every"] and step % s["select_every"] == 0 and step < total:
+                        history.append({"steps": step, "selection_loss": select()})
+                    if requested:
+                        stopped = requested["signal"]
+                    elif max_minutes and (time.time() - started) / 60 >= max_minutes:
+                        stopped = "time"
+                    if stopped or step == total:
+                        break
+                    if (time.time() - last_save) / 60 >= save_minutes:
+                        save()
+                        last_save = time.time()
+    finally:
+        bar.close()
+        set_levels(student, s["levels"][0])
+        if log_file:
+            log_file.close()
+
+    if step < total:
+        dropout.remove()
+        state = save()
+        how = f"resume: tools/train.py --distill --resume {state}"
+        if stopped == "time":
+            _say(True, f"distill: stopped at step {step} of {total} (max_minutes={max_minutes}); state {state}; {how}")
+            return state
+        raise Interrupted(f"distillation stopped at step {step} of {total}; state saved to {state}; {how}",
+                          130 if stopped == signal.SIGINT else 143)
+    dropout.remove()
+    if capture is not None:
+        capture[0].remove()
+        capture[1].remove()
+    record = _record(s, history, step, minutes())
+    if selection:
+        _say(progress, f"distill: head loss on the {len(selection)} selection images")
+        record["selection_loss"] = select()
+        history.append({"steps": step, "selection_loss": record["selection_loss"]})
+    set_levels(student, s["levels"][0])
+    if Path(s["output"]).exists():
+        raise SpikedetError(f"{s['output']}: appeared during the run; spikedet does not overwrite it "
+                            f"(the state {save()} holds the result)")
+    output = save_ann(student, s["output"], half=True, distill=record)
+    save(finished=True)
+    return output
+
+
+def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others) -> dict:
+    """One optimizer step on batch x; a SpikedetError if the loss or a parameter is no longer finite."""
+    float_step = s["float_share"] > 0 and draw_levels.random() < s["float_share"]
+    set_levels(student, None if float_step else draw_levels.choice(s["levels"]))
+    with torch.no_grad():
+        _, t_maps = teacher(x)
+    _, s_maps = student(x)
+    out = head_loss(s_maps, t_maps, teacher.nc)
+    loss = out["loss"]
+    if capture is not None:
+        feat = feature_loss(capture[1].outputs, capture[0].outputs, scales)
+        loss = loss + s["feature_weight"] * feat
+        out["feat"] = float(feat.detach())
+    if not torch.isfinite(loss):
+        raise SpikedetError(f"distillation loss is {float(loss.detach())}; stopped, the last saved state is "
+                            f"{s['state']} (a smaller lr may help)")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        for lam in lams:
+            lam.clamp_(min=1e-3)
+    bad = next((i for i, p in enumerate(lams + others) if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise SpikedetError(f"a parameter became non-finite (tensor {bad}); stopped, the last saved state is "
+                            f"{s['state']} (a smaller lr may help)")
+    out["loss"] = float(loss.detach())
+    return out
+
+
+def selection_loss(student, teacher, paths: Sequence[Path], imgsz: int, levels: Sequence[int]) -> dict:
+    """The head loss on held-out images at each level and for the float network (errors off): the measure a
+    recipe, a run length or a shipped file is chosen by. Leaves the student at its smallest level."""
+    result = {}
+    for L in list(levels) + [None]:
+        set_levels(student, L)
+        result["float" if L is None else str(L)] = round(mean_head_loss(student, teacher, paths, imgsz)["loss"], 6)
+    set_levels(student, min(levels))
+    return result
+
+
+def _record(s: dict, history: list, step: int, minutes: float) -> dict:
+    """The checkpoint's `distill` record: the run's provenance and recipe."""
+    return {
+        "teacher": {"weights": s["weights"], "cfg": s["cfg"], "weights_sha256": s["weights_sha256"]},
+        "images": [Path(p).name for p in s["images"]], "image_paths": s["images"], "sources": s["sources"],
+        "selection_images": s["selection_images"],
+        "calibration_images": [Path(p).name for p in s["images"][:CALIBRATION_COUNT]], "init": s["init"],
+        **({"init_percentile": INIT_PERCENTILE} if s["init"] == "percentile" else {}),
+        "levels": s["levels"][0], "train_levels": s["levels"], "epochs": s["epochs"],
+        "epochs_done": round(step / s["steps_per_epoch"], 3), "steps": step, "imgsz": s["imgsz"],
+        "batch": s["batch"], "lambda_only": s["lambda_only"], "lr": s["lr"], "lam_lr": s["lam_lr"],
+        "feature_weight": s["feature_weight"], "float_share": s["float_share"], "quant_drop": s["quant_drop"],
+        "seed": s["seed"], "minutes": minutes, "augment": s["augment"], "views": DistillImages.describe(s["augment"]),
+        "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",
+        "history": history,
+    }
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list:
+    """The image order of one epoch: a function of (seed, epoch) only, so a resumed run finds it again."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _say(enabled: bool, message: str):
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Ctrl-C and SIGTERM, while the run is on, ask it to stop at the next step boundary (a second Ctrl-C stops
+    at once). Yields a dict that holds the signal once one came."""
+    requested = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and requested:
+            raise KeyboardInterrupt
+        requested["signal"] = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,63 @@
+"""The key=value options of a distillation (tools/train.py --distill ... lr=0.00005), each with its check: the
+same check whether a value comes from the command line, the Python API or a resumed run's state file. Kept out
+of spikedet.distill so that the command line can list them without loading torch."""
+import math
+import os
+from pathlib import Path
+
+from .errors import SpikedetError
+
+
+def _writable_file(value: str) -> bool:
+    """A file path whose folder exists and that is not itself a folder: checked before the run starts."""
+    path = Path(value)
+    return bool(value) and not path.is_dir() and path.parent.is_dir() and os.access(path.parent, os.W_OK)
+
+
+OPTIONS = {
+    "lr": (float, "a learning rate in (0, 1]", lambda v: 0 < v <= 1),
+    "lam_lr": (float, "a learning rate in (0, 1]", lambda v: 0 < v <= 1),
+    "feature_weight": (float, "a weight in [0, 1e6]", lambda v: 0 <= v <= 1e6),
+    "float_share": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
+    "quant_drop": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
+    "steps": (int, "a step count >= 1 (the run's length; replaces --epochs)", lambda v: v >= 1),
+    "selection": (int, "a count >= 0 of training images held out to choose recipes on", lambda v: v >= 0),
+    "select_every": (int, "a step count >= 0 (0: the selection loss at the end only)", lambda v: v >= 0),
+    "save_minutes": (float, "minutes > 0 between saves of the resumable state", lambda v: v > 0),
+    "max_minutes": (float, "minutes > 0", lambda v: v > 0),
+    "threads": (int, "threads in [1, 1024]", lambda v: 1 <= v <= 1024),
+    "workers": (int, "workers in [0, 64]", lambda v: 0 <= v <= 64),
+    "log": (str, "a writable file path", _writable_file),
+}
+
+# what may change when a run is resumed: how it runs, never what it computes
+SESSION_OPTIONS = ("max_minutes", "threads", "workers", "log", "save_minutes")
+
+
+def check_options(options: dict) -> dict:
+    """The key=value options of a distillation, converted to their types; a SpikedetError naming the first bad one."""
+    checked = {}
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise SpikedetError(f"distillation takes no option {key!r}; it takes {', '.join(OPTIONS)}")
+        kind, what, ok = OPTIONS[key]
+        converted = None if value is None else _convert(kind, value)
+        if value is not None and (converted is None or not ok(converted)):
+            raise SpikedetError(f"{key}={value!r}: expected {what}")
+        checked[key] = converted
+    return checked
+
+
+def _convert(kind, value):
+    """`value` as `kind`, or None: threads=1.5 is not 1 thread, nan and inf are no numbers, True is no count."""
+    if isinstance(value, bool):
+        return None
+    try:
+        converted = kind(value)
+        if kind is int and converted != float(value):
+            return None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if kind is float and not math.isfinite(converted):
+        return None
+    return converted

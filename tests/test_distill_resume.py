@@ -1,0 +1,182 @@
+"""A distillation run that stops and goes on (spikedet.distill.resume), its image sources and its held-out
+selection set, on the tiny synthetic darknet of test_distill."""
+import os
+import signal
+
+import pytest
+import torch
+
+import spikedet.distill.loop as run_module
+from spikedet.cli import main
+from spikedet.distill import distill, resume, split_selection, state_path, training_images
+from spikedet.errors import Interrupted, SpikedetError
+
+from test_distill import make_files
+
+RECIPE = dict(levels=[4, 8], steps=7, imgsz=32, batch=2, progress=False, feature_weight=1.0, quant_drop=0.5,
+              float_share=0.3, selection=2, select_every=3)
+
+
+@pytest.fixture
+def files(tmp_path):
+    return make_files(tmp_path)
+
+
+def _stop_at(monkeypatch, call, signum=signal.SIGINT):
+    """Send `signum` to this process during the `call`-th loss: the run finishes that step, saves, stops."""
+    calls = {"n": 0}
+    real = run_module.head_loss
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "head_loss", counting)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_path, monkeypatch):
+    cfg, weights, names, folder = files
+    whole = distill(weights, cfg, folder, tmp_path / "whole.pt", names=names, **RECIPE)
+    _stop_at(monkeypatch, 3)
+    with pytest.raises(Interrupted) as stop:
+        distill(weights, cfg, folder, tmp_path / "parts.pt", names=names, **RECIPE)
+    assert stop.value.exit_code == 130 and "step 3 of 7" in str(stop.value)
+    state = state_path(tmp_path / "parts.pt")
+    assert torch.load(state, weights_only=True)["step"] == 3 and not (tmp_path / "parts.pt").exists()
+    monkeypatch.undo()
+    parts = resume(state, progress=False)
+    a, b = (torch.load(p, weights_only=True) for p in (whole, parts))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    strip = [{k: v for k, v in e.items() if k != "minutes"} for e in a["distill"]["history"]]
+    assert strip == [{k: v for k, v in e.items() if k != "minutes"} for e in b["distill"]["history"]]
+    assert a["distill"]["selection_loss"] == b["distill"]["selection_loss"]
+    assert set(a["distill"]["selection_loss"]) == {"4", "8", "float"}
+
+
+def test_the_control_a_different_recipe_ends_elsewhere(files, tmp_path):
+    """The equality above is not vacuous: one more step changes the weights."""
+    cfg, weights, names, folder = files
+    a = distill(weights, cfg, folder, tmp_path / "a.pt", names=names, **RECIPE)
+    b = distill(weights, cfg, folder, tmp_path / "b.pt", names=names, **{**RECIPE, "steps": 8})
+    sa, sb = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_sigterm_stops_with_143_and_a_state(files, tmp_path, monkeypatch):
+    cfg, weights, names, folder = files
+    _stop_at(monkeypatch, 2, signal.SIGTERM)
+    with pytest.raises(Interrupted) as stop:
+        distill(weights, cfg, folder, tmp_path / "t.pt", names=names, **RECIPE)
+    assert stop.value.exit_code == 143 and torch.load(state_path(tmp_path / "t.pt"), weights_only=True)["step"] == 2
+
+
+def test_resume_keeps_the_recipe_and_refuses_what_it_cannot_continue(files, tmp_path, monkeypatch):
+    cfg, weights, names, folder = files
+    _stop_at(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        distill(weights, cfg, folder, tmp_path / "r.pt", names=names, **RECIPE)
+    monkeypatch.undo()
+    state = state_path(tmp_path / "r.pt")
+    with pytest.raises(SpikedetError, match="lr cannot change"):
+        resume(state, lr=1e-3)
+    with pytest.raises(SpikedetError, match="threads"):
+        resume(state, threads=0)
+    with pytest.raises(SpikedetError, match="exists"):  # a fresh run onto a state: resume it instead
+        distill(weights, cfg, folder, tmp_path / "r.pt", names=names, **RECIPE)
+    resume(state, progress=False)
+    with pytest.raises(SpikedetError, match="has finished"):
+        resume(state)
+    with pytest.raises(SpikedetError, match="not a distillation state"):
+        resume(tmp_path / "r.pt")
+
+
+def test_resume_checks_the_values_in_its_state_file(files, tmp_path, monkeypatch):
+    cfg, weights, names, folder = files
+    _stop_at(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        distill(weights, cfg, folder, tmp_path / "v.pt", names=names, **RECIPE)
+    state = state_path(tmp_path / "v.pt")
+    content = torch.load(state, weights_only=True)
+    content["settings"]["lr"] = 1e30
+    torch.save(content, tmp_path / "bad-lr.last.pt")
+    with pytest.raises(SpikedetError, match="bad settings"):
+        resume(tmp_path / "bad-lr.last.pt")
+    content = torch.load(state, weights_only=True)
+    next(iter(content["student"].values())).fill_(float("nan"))
+    torch.save(content, tmp_path / "nan.last.pt")
+    with pytest.raises(SpikedetError, match="non-finite"):
+        resume(tmp_path / "nan.last.pt")
+
+
+def test_a_time_budget_ends_the_session_with_a_state_not_a_checkpoint(files, tmp_path):
+    cfg, weights, names, folder = files
+    out = distill(weights, cfg, folder, tmp_path / "m.pt", names=names, max_minutes=1e-9, **RECIPE)
+    assert out == state_path(tmp_path / "m.pt") and torch.load(out, weights_only=True)["step"] == 1
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_non_finite_loss_stops_in_one_line(files, tmp_path, monkeypatch):
+    cfg, weights, names, folder = files
+    real = run_module.head_loss
+
+    def nan_loss(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(run_module, "head_loss", nan_loss)
+    with pytest.raises(SpikedetError, match="loss is nan"):
+        distill(weights, cfg, folder, tmp_path / "n.pt", names=names, **RECIPE)
+    assert not (tmp_path / "n.pt").exists()
+
+
+def test_several_sources_and_a_list_file_give_one_sorted_set(files, tmp_path):
+    cfg, weights, names, folder = files
+    second = tmp_path / "more"
+    second.mkdir()
+    for k in (0, 1):
+        (second / f"x{k}.jpg").write_bytes((folder / f"im{k}.jpg").read_bytes())
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two of the first folder, one again\nimages/im0.jpg\n\nimages/im1.jpg\nimages/im0.jpg\n")
+    paths = training_images([folder, second, listing])
+    assert [p.name for p in paths] == [f"im{k}.jpg" for k in range(6)] + ["x0.jpg", "x1.jpg"]
+    (tmp_path / "bad.txt").write_text("images/nope.jpg\n")
+    with pytest.raises(SpikedetError, match="line 1: images/nope.jpg: image not found"):
+        training_images([folder, tmp_path / "bad.txt"])
+
+
+def test_the_selection_set_is_seeded_disjoint_and_named_in_the_checkpoint(files, tmp_path):
+    cfg, weights, names, folder = files
+    paths = training_images(folder)
+    train, held = split_selection(paths, 2, seed=0)
+    assert (train, held) == split_selection(paths, 2, seed=0) and len(held) == 2
+    assert not set(train) & set(held) and sorted(train + held) == paths
+    assert split_selection(paths, 2, seed=1)[1] != held or split_selection(paths, 2, seed=2)[1] != held
+    with pytest.raises(SpikedetError, match="selection=6"):
+        split_selection(paths, 6, seed=0)
+    out = distill(weights, cfg, folder, tmp_path / "s.pt", names=names, **RECIPE)
+    record = torch.load(out, weights_only=True)["distill"]
+    assert record["selection_images"] == [str(p) for p in held]
+    assert not set(record["image_paths"]) & set(record["selection_images"])
+    assert [e["steps"] for e in record["history"] if "selection_loss" in e] == [3, 6, 7]
+
+
+def test_the_command_line_resumes_and_refuses_a_new_recipe(files, tmp_path, monkeypatch, capsys):
+    cfg, weights, names, folder = files
+    _stop_at(monkeypatch, 2)
+    args = ["train", "--distill", "--weights", str(weights), "--cfg", str(cfg), "--names", str(names),
+            "--images", str(folder), "--output", str(tmp_path / "c.pt"), "--imgsz", "32", "--batch", "2",
+            "--levels", "4", "steps=3"]
+    assert main(args) == 130
+    assert "interrupted: distillation stopped at step 2 of 3" in capsys.readouterr().err
+    monkeypatch.undo()
+    state = str(state_path(tmp_path / "c.pt"))
+    assert main(["train", "--distill", "--resume", state, "--weights", str(weights)]) == 2
+    assert main(["train", "--distill", "--resume", state, "lr=0.1"]) == 2
+    assert "lr cannot change" in capsys.readouterr().err
+    assert main(["train", "--distill", "--resume", state, "threads=1"]) == 0
+    assert (tmp_path / "c.pt").is_file()
