@@ -16,9 +16,10 @@ from typing import Optional, Sequence, Union
 from .data.records import VOC_CLASSES, load_class_names
 from .defaults import DEFAULTS
 from .detect import detect, detections_in
-from .checks import OPTION_CHECKS, check_timesteps, check_values
+from .checks import OPTION_CHECKS, check_paths, check_timesteps, check_values, output_problem
 from .errors import fail
 from .inference import StreamSettings, calibration_images
+from .interrupts import STOPS, interrupted
 from .model.checkpoint import load_ann, save_ann
 from .model.yolo import DualErrorYOLO
 from .networks import (class_names, default_imgsz, default_resize, default_timesteps, is_snn,
@@ -30,6 +31,24 @@ from .validate import GroundTruth, evaluate_networks
 PathLike = Union[str, Path]
 
 
+def is_network_file(model: PathLike) -> bool:
+    """A network file (opened by content) rather than a model config: a known suffix in any case (.PT, .pth),
+    or an existing file that is not YAML."""
+    suffix = Path(model).suffix.lower()
+    return suffix in (".pt", ".pth", ".weights") or (Path(model).is_file() and suffix not in (".yaml", ".yml"))
+
+
+def check_output(output: Optional[PathLike], overwrite: bool):
+    """An output path checked before any work: writable, and new unless overwrite."""
+    if output is None:
+        return
+    problem = output_problem(Path(output))
+    if problem is None and Path(output).exists() and not overwrite:
+        problem = "already exists: give another name, or overwrite=True"
+    if problem:
+        raise fail(output, problem)
+
+
 class SpikingYOLO:
     """A Tiny-YOLO at any stage: a config to train, a trained ANN to convert, an SNN to score and run."""
 
@@ -37,9 +56,11 @@ class SpikingYOLO:
                  names: Optional[PathLike] = None, **config_overrides):
         """model: a config name or YAML (configs/; overrides: scale, pool, dual_error), a spikedet file (ANN
         checkpoint or SNN), or darknet .weights with cfg= (and names=)."""
+        check_paths(True, model=model)
+        check_paths(cfg=cfg, names=names)
         self.ann = None  # an SNN's source ANN
         self.config = None  # a config not trained yet: (name or path, overrides)
-        if cfg is not None or Path(model).suffix in (".pt", ".weights"):
+        if cfg is not None or is_network_file(model):
             self.network, self.ann = load_network(model, cfg, names)
         else:
             self.config = (model, config_overrides)
@@ -72,23 +93,29 @@ class SpikingYOLO:
 
     def convert(self, calibration: Optional[PathLike] = None, output: Optional[PathLike] = None,
                 imgsz: int = DEFAULTS["imgsz"], calibration_count: int = DEFAULTS["calibration_count"],
-                **options) -> "SpikingYOLO":
-        """The SNN of this ANN (options: spikedet.snn.convert), saved to `output` when given.
+                overwrite: bool = False, **options) -> "SpikingYOLO":
+        """The SNN of this ANN (options: spikedet.snn.convert), saved to `output` when given (an existing file
+        only with overwrite=True).
 
         calibration: a dataset YAML (its train split) or an image folder, for layers without a learned lambda.
         """
+        check_paths(calibration=calibration, output=output)
+        check_output(output, overwrite)
         check_values(imgsz=imgsz, calibration_count=calibration_count, percentile=options.get("percentile"),
                      v_init=options.get("v_init"), timesteps=options.get("timesteps"),
                      allow_long_t=options.pop("allow_long_t", False))
         if self.is_snn:
             raise fail(self.source, "already an SNN")
         resize = default_resize(self.network)
-        images = calibration_images(calibration, imgsz, calibration_count, resize) if calibration else None
-        ann = reference_ann(self.network, options.get("leaky") or DEFAULTS["leaky"])
-        snn = convert(self.network, images, **options)
+        try:
+            images = calibration_images(calibration, imgsz, calibration_count, resize) if calibration else None
+            ann = reference_ann(self.network, options.get("leaky") or DEFAULTS["leaky"])
+            snn = convert(self.network, images, **options)
+        except STOPS as e:
+            raise interrupted(e, f"while converting; kept nothing ({output or 'no output'} not written)") from None
         snn.meta.update(source=self.source, imgsz=imgsz, resize=resize)
         if output is not None:
-            save_snn(snn, ann, output)
+            save_snn(snn, ann, output, replace=overwrite)
         converted = SpikingYOLO.__new__(SpikingYOLO)
         converted.network, converted.ann, converted.config = snn, ann, None
         converted.source = str(output) if output is not None else f"{self.source} (converted)"
@@ -110,18 +137,21 @@ class SpikingYOLO:
     def val(self, gt_coco: Optional[PathLike] = None, gt_voc: Optional[PathLike] = None, split: str = "test",
             data: Optional[PathLike] = None, images: Optional[PathLike] = None,
             timesteps: Optional[Sequence[int]] = None, max_images: Optional[int] = None,
-            progress: bool = True, **stream) -> dict:
+            progress: bool = True, allow_partial: bool = False, **stream) -> dict:
         """mAP against COCO or VOC ground truth; an SNN is scored at every T of `timesteps` (default:
         DEFAULTS["timesteps_eval"]) from one simulation, and its source ANN too. An ANN given timesteps is
         converted in memory first (burst neurons, its learned thresholds). data: a dataset YAML naming VOC
-        classes."""
+        classes. allow_partial: score even when some of the network's classes are not in the ground truth."""
+        check_paths(gt_coco=gt_coco, gt_voc=gt_voc, data=data, images=images)
         check_values(max_images=max_images)
         if timesteps and not self.is_snn:
             snn = self.convert(imgsz=stream.get("imgsz") or default_imgsz(self.network))
-            return snn.val(gt_coco, gt_voc, split, data, images, timesteps, max_images, progress, **stream)
+            return snn.val(gt_coco, gt_voc, split, data, images, timesteps, max_images, progress, allow_partial,
+                           **stream)
         timesteps = timesteps or DEFAULTS["timesteps_eval"]
         voc_names = load_class_names(data) if data else VOC_CLASSES
         truth = GroundTruth.read(gt_coco, gt_voc, split, images, voc_names, max_images)
+        truth.check_classes(self.names, allow_partial)
         networks = [self.ann, self.network] if self.ann is not None else [self.network]
         return evaluate_networks(networks, truth, self.stream_settings(timesteps, **stream), progress)
 
@@ -131,6 +161,7 @@ class SpikingYOLO:
         """Detections in an image, a folder, a glob or a video: a list of (key, [Detection, ...]); with
         save=True also written to a new run folder (see spikedet.detect), and the DetectSummary returned.
         An ANN given timesteps is converted in memory first (burst neurons, its learned thresholds)."""
+        check_paths(True, source=source, project=project)
         check_values(stream.get("allow_long_t", False), timesteps=timesteps, chunk=stream.get("chunk"))
         if timesteps is not None and not self.is_snn:
             snn = self.convert(imgsz=stream.get("imgsz") or default_imgsz(self.network))
@@ -145,9 +176,14 @@ class SpikingYOLO:
             return detect(self.network, source, settings, project, name, save_txt, save_rates, progress)
         return [(key, dets) for key, _, dets in detections_in(self.network, source, settings, skipped=[])]
 
-    def save(self, path: PathLike) -> Path:
-        """Write this network as a spikedet file (an SNN with its source ANN, or an ANN checkpoint)."""
-        return save_snn(self.network, self.ann, path) if self.is_snn else save_ann(self.network, path)
+    def save(self, path: PathLike, overwrite: bool = False) -> Path:
+        """Write this network as a spikedet file (an SNN with its source ANN, or an ANN checkpoint); an existing
+        file only with overwrite=True."""
+        check_paths(True, path=path)
+        check_output(path, overwrite)
+        if self.is_snn:
+            return save_snn(self.network, self.ann, path, replace=overwrite)
+        return save_ann(self.network, path, replace=overwrite)
 
     def export(self, format: str = "nir", output: Optional[PathLike] = None,
                allow_approximations: bool = False) -> dict:

@@ -76,10 +76,20 @@ OPTION_CHECKS = {"timesteps": timesteps, "imgsz": image_size, "batch": positive,
                  "v_init": fraction, "conf": fraction, "iou": iou}
 
 
+def check_paths(required: bool = False, **paths):
+    """The API's check of path arguments (None: not given, unless required): text or a Path, else a one-line
+    SpikedetError."""
+    for name, value in paths.items():
+        if (required or value is not None) and not isinstance(value, (str, os.PathLike)):
+            raise SpikedetError(f"{name}: expected a path, got {type(value).__name__} {value!r}")
+
+
 def check_values(allow_long_t: bool = False, **values):
     """The API's check of option values (None: not given), as the CLI checks them: one-line SpikedetError."""
     for name, value in values.items():
         for v in (value if isinstance(value, (list, tuple)) else [] if value is None else [value]):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise SpikedetError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
             try:
                 OPTION_CHECKS[name](str(v))
             except argparse.ArgumentTypeError as e:

@@ -25,6 +25,7 @@ from .defaults import DEFAULTS
 from .errors import SpikedetError, fail
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .inference import Detection, StreamSettings, is_image_file, load_image, stream
+from .interrupts import STOPS, interrupted
 from .networks import class_names, is_snn
 from .snn.statistics import SpikeMonitor
 
@@ -39,6 +40,7 @@ class DetectSummary:
     detections: int = 0
     skipped: List[str] = field(default_factory=list)
     results: list = field(default_factory=list)  # COCO results format, image_id = the input's key
+    pending: List[Path] = field(default_factory=list)  # files of the image being written, until it is complete
 
 
 def next_run_folder(project: Union[str, Path], name: str = DEFAULTS["name"]) -> Path:
@@ -82,6 +84,8 @@ def list_sources(source: Union[str, Path]) -> Tuple[List[Path], Path]:
         raise fail(source, "no such file, folder or glob match")
     if not paths:
         raise fail(source, "no files found")
+    if not any(is_image_file(p) or p.suffix.lower() in VIDEO_SUFFIXES for p in paths):
+        raise fail(source, f"no image or video files among its {len(paths)} files")
     return paths, root
 
 
@@ -142,10 +146,21 @@ def detect(network, source, settings: StreamSettings, project=DEFAULTS["project_
     summary = DetectSummary(next_run_folder(project, name))
     try:
         _write_detections(summary, network, source, settings, save_txt, save_rates and is_snn(network), progress)
-    except BaseException:
+    except BaseException as e:
+        for path in summary.pending:  # the image being written when the run stopped: not kept half-done
+            path.unlink(missing_ok=True)
+        if isinstance(e, STOPS) and summary.images:
+            atomic_write_json(summary.output / "detections.json", summary.results)
+            raise interrupted(e, f"after {summary.images} images; kept {summary.output} (their annotated copies "
+                                 "and detections.json)") from None
         if not any(summary.output.iterdir()):
             shutil.rmtree(summary.output, ignore_errors=True)
+        if isinstance(e, STOPS):
+            raise interrupted(e, "after 0 images; kept nothing") from None
         raise
+    if not summary.images:
+        shutil.rmtree(summary.output, ignore_errors=True)
+        raise fail(source, f"no readable image among its {len(summary.skipped)} files (nothing written)")
     return summary
 
 
@@ -161,15 +176,17 @@ def _write_detections(summary: DetectSummary, network, source, settings: StreamS
         for key, image, dets in detections_in(network, source, settings, summary.skipped):
             result = Results(image, path=key, names=names, boxes=_boxes(dets))
             image_path = summary.output / (key if is_image_file(Path(key)) else f"{key}.jpg")
-            _write_image(image_path, result.plot(), written)
+            summary.pending.append(_write_image(image_path, result.plot(), written))
             if save_txt:
-                _save_txt(result, summary.output / "labels" / f"{key}.txt")
+                summary.pending.append(summary.output / "labels" / f"{key}.txt")
+                _save_txt(result, summary.pending[-1])
             if monitor is not None:
                 rates.append({"image": key, **monitor.report(max(settings.timesteps), batch_size=1)})
                 monitor.clear()
             summary.results += [{"image_id": key, "category_id": d.label + 1, "category_name": names[d.label],
                                  "bbox": [float(d.box[0]), float(d.box[1]), float(d.box[2] - d.box[0]),
                                           float(d.box[3] - d.box[1])], "score": d.score} for d in dets]
+            summary.pending = []  # this image is complete: its files and its detections stay together
             summary.images += 1
             summary.detections += len(dets)
             bar.update(1)
@@ -194,7 +211,7 @@ def _write_image(path: Path, image: np.ndarray, written: set):
     while candidate in written:
         candidate, n = path.with_name(f"{path.stem}~{n}{path.suffix}"), n + 1
     written.add(candidate)
-    atomic_write_bytes(candidate, encoded.tobytes())
+    return atomic_write_bytes(candidate, encoded.tobytes())
 
 
 def _boxes(dets: List[Detection]) -> torch.Tensor:

@@ -3,13 +3,19 @@ detections and scores them once, so the mAP is the one a single process gives.
 
     torchrun --nproc_per_node 4 tools/eval_map.py --weights net.snn.pt --gt-coco instances_val2017.json ...
 
-gloo on CPUs, NCCL on GPUs (each process then takes the GPU of its LOCAL_RANK).
+gloo on CPUs, NCCL on GPUs (each process then takes the GPU of its LOCAL_RANK). A failure on one process stops
+them all with the same one-line error (together, exchange).
 """
+import contextlib
 import os
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+
+from .errors import SpikedetError
+
+_failure_shared = False  # this process has learned of a failure in an exchange (every process has, then)
 
 
 def init_from_env(device: str) -> str:
@@ -25,12 +31,46 @@ def init_from_env(device: str) -> str:
     return device
 
 
-def finish():
-    """Wait for every process, then leave the process group (a process that exits with the group still open
-    can abort in gloo's teardown while rank 0 is still scoring)."""
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def together():
+    """A torchrun job's work: a failure on one process stops every process with the same one-line error (a
+    process left waiting in a collective for one that failed would wait forever); then the group is left.
+
+    Every collective of the work goes through exchange(), so the failed process can always meet the others
+    in the one they wait in, and tell them. A single process keeps its errors as they are."""
+    global _failure_shared
+    _failure_shared = False
+    try:
+        yield
+    except Exception as e:
+        if not dist.is_initialized() or _failure_shared:
+            raise
+        rank = rank_and_size()[0]
+        message = str(e) if isinstance(e, SpikedetError) else f"process {rank}: {type(e).__name__}: {e}"
+        exchange(None, message.splitlines()[0] if message else type(e).__name__)  # raises it on every process
+    else:
+        exchange(None)  # wait for all: one may fail after the last exchange
+    finally:
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def exchange(payload, error: Optional[str] = None) -> list:
+    """Every process's payload, in rank order; when any process reports an error, every one raises the first
+    (by rank) as a SpikedetError."""
+    global _failure_shared
+    if not dist.is_initialized():
+        if error:
+            raise SpikedetError(error)
+        return [payload]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (error, payload))
+    errors = [e for e, _ in gathered if e]
+    if errors:
+        _failure_shared = True
+        raise SpikedetError(errors[0])
+    return [p for _, p in gathered]
 
 
 def rank_and_size():
@@ -52,8 +92,7 @@ def unshard(mine: list, total: int) -> List:
     rank, size = rank_and_size()
     if size == 1:
         return mine
-    gathered = [None] * size if rank == 0 else None
-    dist.gather_object(mine, gathered, dst=0)
+    gathered = exchange(mine)
     if rank != 0:
         return None
     merged = [None] * total

@@ -1,7 +1,8 @@
 """Reading and writing files safely: atomic writes with the user's permissions, and loads that cannot run code.
 
 A write goes to a temporary file beside the target, then is renamed over it, so a file appears complete or
-not at all and an interrupted run loses nothing already saved. Every read failure is a one-line error that
+not at all and an interrupted run loses nothing already saved; an output that must be new is moved into place
+only if its name is still free at that moment. Every read failure is a one-line error that
 names the file.
 """
 import io
@@ -20,9 +21,10 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it over `path` (mode 0666 less the umask,
-    as open() would give; the temporary file is removed on any failure)."""
+def atomic_write_bytes(path, data: bytes, replace: bool = True) -> Path:
+    """Write `data` to a temporary file beside `path`, then move it into place (mode 0666 less the umask, as
+    open() would give; the temporary file is removed on any failure). replace=False: `path` must not exist at
+    the moment of the move (checked by the move itself, so of two runs writing one output only one succeeds)."""
     path = Path(path)
     if path.is_dir():
         raise fail(path, "is a directory, expected a file path")
@@ -39,28 +41,48 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _move_new(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def _move_new(tmp: str, path: Path):
+    """Move tmp to a path that must not exist: a hard link fails if it does (then tmp is removed). Where the
+    file system has no hard links, the name is first claimed with O_EXCL, then replaced."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise fail(path, "already exists (written by another run meanwhile): nothing was overwritten") from None
+    except OSError:  # no hard links here
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise fail(path, "already exists (written by another run meanwhile): nothing was overwritten") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
-def atomic_write_json(path, obj, indent: int = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+def atomic_write_text(path, text: str, replace: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), replace)
 
 
-def atomic_torch_save(obj, path) -> Path:
+def atomic_write_json(path, obj, indent: int = 2, replace: bool = True) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", replace)
+
+
+def atomic_torch_save(obj, path, replace: bool = True) -> Path:
     """torch.save through a temporary file, so a checkpoint is never half-written."""
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue(), replace)
 
 
 def load_torch_file(path):

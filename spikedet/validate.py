@@ -16,6 +16,7 @@ from .errors import SpikedetError, fail
 from .eval import evaluate_coco, evaluate_voc_records
 from .eval.coco_map import load_coco_gt
 from .inference import Detection, StreamSettings, load_image, stream
+from .interrupts import STOPS, interrupted
 from .networks import class_names, is_snn
 
 
@@ -58,6 +59,17 @@ class GroundTruth:
                                     f"is in the ground truth's ({', '.join(self.names)})")
         return mapping
 
+    def check_classes(self, network_names: Dict[int, str], allow_partial: bool = False):
+        """Scores count only the classes both sides have: when some of the network's are not in the ground
+        truth, one line names them, unless the user accepts it (allow_partial, --allow-partial)."""
+        labels = self.label_map(network_names)
+        missing = [name for k, name in network_names.items() if k not in labels]
+        if missing and not allow_partial:
+            shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+            raise fail(self.source, f"{len(missing)} of the network's {len(network_names)} classes are not in "
+                                    f"the ground truth ({shown}): the scores would count only the others; "
+                                    "add --allow-partial (allow_partial=True) to score them anyway")
+
     def results(self, detections: List[List[Detection]], labels: Dict[int, int]) -> List[dict]:
         """Per-image detections -> COCO results format. VOC boxes move to the devkit's 1-based inclusive
         pixels (a box over pixels [x0, x1) is the devkit box (x0 + 1) .. x1)."""
@@ -92,11 +104,16 @@ def detect_records(network, truth: GroundTruth, settings: StreamSettings,
     frames = ((r.image_id, load_image(r.path)) for r in records)
     outputs: Dict[Optional[int], list] = {}
     bar = TQDM(total=len(records), desc="detecting", disable=not (progress and is_main()))
-    for keys, _, batch in stream(network, frames, settings):
-        for key, dets in batch.items():
-            outputs.setdefault(key, []).extend(dets)
-        bar.update(len(keys))
-    bar.close()
+    try:
+        for keys, _, batch in stream(network, frames, settings):
+            for key, dets in batch.items():
+                outputs.setdefault(key, []).extend(dets)
+            bar.update(len(keys))
+    except STOPS as e:
+        raise interrupted(e, f"after {bar.n} images; kept nothing (scores are written when every image is "
+                             "done)") from None
+    finally:
+        bar.close()
     merged = unshard([{key: dets[i] for key, dets in outputs.items()} for i in range(len(records))],
                      len(truth.records))
     return None if merged is None else {key: [image[key] for image in merged] for key in outputs}

@@ -302,6 +302,8 @@ def main(argv=None):
     repeat = args.repeat or (3 if args.peer else 2)
     if args.peer and repeat < 3:
         die("--peer needs --repeat 3 or more (min and median of >= 3)")
+    if args.json:
+        _check_output(args.json)
     imgsz = args.imgsz or _default_imgsz(args.weights, args.cfg)
 
     import torch
@@ -321,20 +323,38 @@ def main(argv=None):
     meta["loadavg_end"] = loadavg()
     print(f"done {time.strftime('%H:%M:%S', time.gmtime())} UTC, load {meta['loadavg_end']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        from spikedet.errors import SpikedetError
+        from spikedet.fileio import atomic_write_json
+
+        try:
+            atomic_write_json(args.json, {"meta": meta, "rows": rows}, indent=1, replace=False)
+        except SpikedetError as e:
+            die(f"{e}")
+
+
+def _check_output(path: str):
+    """--json checked before any work: a new file in a writable folder (the run takes minutes)."""
+    from spikedet.checks import output_file
+
+    try:
+        output_file(path)
+    except argparse.ArgumentTypeError as e:
+        die(f"argument --json: {e}")
 
 
 def _default_imgsz(weights, cfg) -> int:
-    from spikedet.defaults import DEFAULTS
+    """The size an SNN file was converted at, else the default; the network file is opened here once, through
+    spikedet's loader and its checks, so a bad or hostile file is refused before any worker starts."""
+    from spikedet.errors import SpikedetError
+    from spikedet.networks import default_imgsz, load_network
 
-    if weights and not str(weights).endswith(".weights"):
-        from spikedet.fileio import load_torch_file
-
-        content = load_torch_file(weights)
-        if isinstance(content, dict) and isinstance(content.get("meta"), dict):
-            return content["meta"].get("imgsz") or DEFAULTS["imgsz"]
-    return DEFAULTS["imgsz"]
+    if not weights:
+        return DEFAULTS["imgsz"]
+    try:
+        network, _ = load_network(weights, cfg if cfg.endswith(".cfg") else None)
+    except SpikedetError as e:
+        die(f"{e}")
+    return default_imgsz(network)
 
 
 def plain_table(args, common: dict, repeat: int) -> list:

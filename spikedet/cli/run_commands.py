@@ -3,6 +3,7 @@ from pathlib import Path
 
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
+from ..interrupts import sigterm_raises
 from . import _network_arguments, _open, _stream_arguments, _stream_options, _timesteps_arguments, command
 
 
@@ -39,11 +40,12 @@ def _add_convert_arguments(parser):
 @command("convert", help="convert a trained ANN checkpoint into a spiking network file")(_add_convert_arguments)
 def _run_convert(args, parser):
     checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
-    snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
-                              normalization=args.normalization, scales=args.scales, percentile=args.percentile,
-                              v_init=args.v_init,
-                              reset=args.reset, spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
-                              allow_long_t=args.allow_long_t)
+    with sigterm_raises():
+        snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
+                                  normalization=args.normalization, scales=args.scales,
+                                  percentile=args.percentile, v_init=args.v_init, reset=args.reset,
+                                  spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
+                                  allow_long_t=args.allow_long_t)
     layers = len(snn.network.meta["scales"])
     print(f"converted {layers} spiking layers ({args.normalization}-wise normalization, {args.spikes} spikes)"
           f" -> {args.output}")
@@ -75,6 +77,9 @@ def _add_eval_arguments(parser):
                          + " ".join(map(str, DEFAULTS["timesteps_eval"])))
     net.add_argument("--images", metavar="DIR", type=checks.existing_dir,
                      help="image folder for --gt-coco (default: next to the JSON)")
+    net.add_argument("--allow-partial", action="store_true",
+                     help="score even when some of the network's classes are not in the ground truth (the scores "
+                          "then count only the classes both have)")
     net.add_argument("--max-images", type=checks.positive, metavar="N",
                      help="score only the first N images (COCO: by image id; VOC: in the split's order)")
     net.add_argument("--batch", type=checks.positive,
@@ -99,14 +104,12 @@ def _run_eval(args, parser):
     if args.detections and (args.max_images or args.plot or args.timesteps):
         parser.error("--max-images, --plot and --timesteps apply to --weights (a detections file is scored as it is)")
     checks.check_timesteps(args.timesteps, args.allow_long_t, parser)
-    from ..distributed import finish
+    from ..distributed import together
 
-    try:
+    with sigterm_raises(), together():
         results = _score_network(args) if args.weights else _score_detections(args)
         if args.json and results is not None:
-            atomic_write_json(args.json, results)
-    finally:
-        finish()
+            atomic_write_json(args.json, results, replace=False)
 
 
 def _score_detections(args):
@@ -131,7 +134,7 @@ def _score_network(args):
     args.device = init_from_env(args.device)
     model = _open(args)
     results = model.val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
-                        args.timesteps, args.max_images, batch=args.batch,
+                        args.timesteps, args.max_images, allow_partial=args.allow_partial, batch=args.batch,
                         **_stream_options(args))
     if results is None:  # a torchrun process other than rank 0: rank 0 reports
         return None
@@ -197,8 +200,10 @@ def _run_detect(args, parser):
     if args.save_rates and args.method == "closed-form":
         parser.error("--save-rates counts spikes step by step: it needs --method steps (the default with it)")
     checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
-    summary = _open(args).predict(args.source, args.timesteps, save=True, project=args.project, name=args.name,
-                                  save_txt=args.save_txt, save_rates=args.save_rates, **_stream_options(args))
+    with sigterm_raises():
+        summary = _open(args).predict(args.source, args.timesteps, save=True, project=args.project,
+                                      name=args.name, save_txt=args.save_txt, save_rates=args.save_rates,
+                                      **_stream_options(args))
     print(f"{summary.images} images, {summary.detections} detections, {len(summary.skipped)} files skipped"
           f" -> {summary.output}")
     for line in summary.skipped:

@@ -68,6 +68,8 @@ def read_names(path: Union[str, Path], nc: Optional[int] = None) -> List[str]:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise fail(path, "class names file not found") from None
+    except UnicodeDecodeError:
+        raise fail(path, "not a text file, expected one class name per line") from None
     while lines and not lines[-1].strip():
         lines.pop()
     names = [line.strip() for line in lines]

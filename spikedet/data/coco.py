@@ -21,7 +21,7 @@ def read_coco(instances_json, images_dir=None,
     instances_json = Path(instances_json)
     if images_dir is None:
         images_dir = instances_json.parent.parent / instances_json.stem.removeprefix("instances_")
-    data = read_json(instances_json, "COCO annotation file")
+    data = check_coco_dataset(instances_json, read_json(instances_json, "COCO annotation file"))
     try:
         categories = sorted(data["categories"], key=lambda c: c["id"])
         if class_names is None:
@@ -61,6 +61,30 @@ def coco_to_yolo(instances_json, images_dir, out_dir, split_name: str,
     """
     records, class_names = read_coco(instances_json, images_dir, class_names)
     return _write_yolo_split(records, class_names, out_dir, split_name, yaml_name, source=instances_json)
+
+
+def check_coco_dataset(path, data) -> dict:
+    """A COCO instances file checked for meaning: images to score, ids that are unique (a repeated image id
+    counts its ground truth twice; a repeated annotation id makes pycocotools drop boxes), and boxes that are
+    boxes. Annotations without iscrowd are not crowds (pycocotools needs the key), without area get w * h."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise fail(path, "not a COCO instances file (needs lists of images, annotations and categories)")
+    if not data["images"]:
+        raise fail(path, "its `images` list is empty: nothing to score")
+    for key, what in (("images", "image"), ("annotations", "annotation"), ("categories", "category")):
+        seen = set()
+        for entry in data[key]:
+            if not isinstance(entry, dict) or "id" not in entry:
+                raise fail(path, f"{what} entry without an id: {entry!r}"[:200])
+            if entry["id"] in seen:
+                raise fail(path, f"{what} id {entry['id']!r} appears more than once")
+            seen.add(entry["id"])
+    for ann in data["annotations"]:
+        check_coco_box(path, ann)
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+    return data
 
 
 def check_coco_box(path, ann) -> None:

@@ -28,7 +28,15 @@ def read_voc(voc_root, split: str, class_names: Sequence[str] = VOC_CLASSES,
     split_file = voc_root / "ImageSets" / "Main" / f"{split}.txt"
     if not split_file.is_file():
         raise fail(split_file, f"image set '{split}' not found")
-    image_ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    try:
+        image_ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise fail(split_file, "not a text file, expected one image id per line") from None
+    if not image_ids:
+        raise fail(split_file, f"lists no images: image set '{split}' has nothing to score")
+    if len(set(image_ids)) != len(image_ids):
+        repeated = next(i for i in image_ids if image_ids.count(i) > 1)
+        raise fail(split_file, f"image id {repeated} is listed more than once")
     records, clipped, dropped = [], 0, 0
     for image_id in image_ids:
         image_path = voc_root / "JPEGImages" / f"{image_id}.jpg"

@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.coco import check_coco_box
+from ..data.coco import check_coco_dataset
 from ..errors import fail
 from ..fileio import read_json
 from .detections import load_detections
@@ -44,15 +44,11 @@ def evaluate_coco(ground_truth, detections, verbose: bool = False,
 def load_coco_gt(path) -> COCO:
     """Read the instances JSON ourselves so a bad file is a one-line error, not a pycocotools traceback.
 
-    A box that is not four finite numbers with positive width and height is refused with its annotation id
-    (pycocotools would score it, silently wrong: a NaN or negative box matches nothing).
+    What data.coco.check_coco_dataset refuses (an empty image list, repeated ids, a box that is not four finite
+    numbers with positive width and height) pycocotools would score, silently wrong, or fail on with a traceback.
     """
     path = Path(path)
-    dataset = read_json(path, "COCO ground truth file")
-    if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= dataset.keys():
-        raise fail(path, "not a COCO instances file (needs images, annotations and categories)")
-    for ann in dataset["annotations"]:
-        check_coco_box(path, ann)
+    dataset = check_coco_dataset(path, read_json(path, "COCO ground truth file"))
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = dataset

@@ -8,7 +8,6 @@ test; py-faster-rcnn's Python port uses > 0.5, which differs only on exact ties)
 matched, a false positive when the IoU is lower or the box is already taken, and is ignored when that box
 is marked difficult. Difficult boxes do not count towards recall either.
 """
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -32,10 +31,7 @@ def evaluate_voc(voc_root, split: str, detections, class_names: Sequence[str] = 
     file stem ("000001") and category_id the 1-based index into `class_names`; bbox [x, y, w, h] stands for
     the devkit box (x, y, x + w, y + h). Returns {"voc07": {"mAP", "per_class"}, "voc10": {...}}.
     """
-    records = read_voc(voc_root, split, class_names)
-    if not records:
-        raise fail(Path(voc_root) / "ImageSets" / "Main" / f"{split}.txt", "lists no images")
-    return evaluate_voc_records(records, detections, class_names)
+    return evaluate_voc_records(read_voc(voc_root, split, class_names), detections, class_names)
 
 
 def evaluate_voc_records(records: List[ImageRecord], detections, class_names: Sequence[str]) -> dict:

@@ -53,7 +53,8 @@ class DualErrorSettings:
         if self.lambda_grad not in LAMBDA_GRADS:
             raise ValueError(f"dual-error lambda_grad must be one of {LAMBDA_GRADS}, got {self.lambda_grad!r}")
         if not all(isinstance(v, bool) for v in (self.clip, self.quantize)):
-            raise ValueError(f"dual-error clip and quantize must be true or false, got {self.clip!r}, {self.quantize!r}")
+            raise ValueError(f"dual-error clip and quantize must be true or false, got {self.clip!r}, "
+                             f"{self.quantize!r}")
         if (isinstance(percentile, bool) or not isinstance(percentile, (int, float))
                 or not 0 < percentile <= 100):  # NaN fails the comparison too
             raise ValueError(f"dual-error init_percentile must be in (0, 100], got {percentile!r}")

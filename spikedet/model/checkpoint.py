@@ -54,10 +54,11 @@ def build_ann(record: dict, source: Union[str, Path] = "network record") -> nn.M
     return model.float().eval()
 
 
-def save_ann(model: nn.Module, path: Union[str, Path], half: bool = True, **extra) -> Path:
-    """An ANN file (atomic write); `extra` adds plain values (training state, provenance)."""
+def save_ann(model: nn.Module, path: Union[str, Path], half: bool = True, replace: bool = True, **extra) -> Path:
+    """An ANN file (atomic write; replace=False: never over an existing file); `extra` adds plain values
+    (training state, provenance)."""
     return atomic_torch_save({"format": ANN_FORMAT, "version": ANN_VERSION, **ann_record(model, half), **extra},
-                             path)
+                             path, replace)
 
 
 def is_ann_file(content) -> bool:

@@ -69,4 +69,3 @@ def check_state_dict(state, source) -> dict:
         if name.endswith(".lam") and tensor.numel() and not bool((tensor > 0).all()):
             raise fail(source, f"threshold {name} must be > 0, got {float(tensor.min()):g}")
     return state
-

@@ -157,8 +157,8 @@ def canonical(d) -> dict:
         raise ConfigError(f"unknown keys {unknown} (known: {', '.join(sorted(KEYS))})")
     if "activation" in d and d["activation"] not in ACTIVATIONS:
         raise ConfigError(f"activation {d['activation']!r} is not one of {', '.join(ACTIVATIONS)}")
-    out = {"nc": _int(d.get("nc", 80), 1, MAX_CHANNELS, "nc"), "channels": _int(d.get("channels", 3), 1, 16,
-                                                                                    "channels")}
+    out = {"nc": _int(d.get("nc", 80), 1, MAX_CHANNELS, "nc"),
+           "channels": _int(d.get("channels", 3), 1, 16, "channels")}
     scales = _scales(d)
     if scales is not None:
         out["scales"] = scales
@@ -204,8 +204,8 @@ def weight_count(d: dict) -> int:
             total += c_in[0] * c2 * args[1] ** 2
         elif module == "Detect":
             c2, c3 = max(16, c_in[0] // 4, 64), max(c_in[0], min(d["nc"], 100))
-            total += sum(9 * c * (c2 + c3) for c in c_in) + len(c_in) * (9 * (c2 * c2 + c3 * c3) + 64 * c2
-                                                                        + c3 * d["nc"])
+            per_level = 9 * (c2 * c2 + c3 * c3) + 64 * c2 + c3 * d["nc"]
+            total += sum(9 * c * (c2 + c3) + per_level for c in c_in)
             c2 = 0
         else:
             c2 = sum(c_in) if module == "Concat" else c_in[0]

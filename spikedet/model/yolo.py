@@ -64,7 +64,6 @@ def load_model_config(cfg: Union[str, Path, dict], scale: Optional[str] = None, 
 def _rewrite_pools(d: dict) -> dict:
     """The layer list ultralytics builds: max-pools replaced per the `pool` choice (a copy; `d` is kept)."""
     d = copy.deepcopy(d)
-    d.pop("activation", None)  # never evaluated: every hidden activation becomes a DualErrorReLU
     if d["pool"] == "max":
         return d
     layers = d["backbone"] + d["head"]

@@ -20,11 +20,12 @@ SNN_FORMAT = "spikedet-snn"
 SNN_VERSION = 2  # 1: the whole network pickled (spikedet <= 0.1); 2: state dict + rebuild record
 
 
-def save_snn(snn: SpikingNetwork, ann: nn.Module, path: Union[str, Path]) -> Path:
-    """One file with everything needed to run the SNN and to score it against its source ANN."""
+def save_snn(snn: SpikingNetwork, ann: nn.Module, path: Union[str, Path], replace: bool = True) -> Path:
+    """One file with everything needed to run the SNN and to score it against its source ANN (replace=False:
+    never over an existing file, see fileio.atomic_write_bytes)."""
     reset_net(snn)
     return atomic_torch_save({"format": SNN_FORMAT, "version": SNN_VERSION, "meta": snn.meta,
-                              "ann": ann_record(ann), "state_dict": snn.state_dict()}, path)
+                              "ann": ann_record(ann), "state_dict": snn.state_dict()}, path, replace)
 
 
 def is_snn_file(content) -> bool:
