@@ -180,3 +180,19 @@ def test_the_command_line_resumes_and_refuses_a_new_recipe(files, tmp_path, monk
     assert "lr cannot change" in capsys.readouterr().err
     assert main(["train", "--distill", "--resume", state, "threads=1"]) == 0
     assert (tmp_path / "c.pt").is_file()
+
+
+def test_an_epochs_logged_loss_is_the_mean_of_its_steps(files, tmp_path, monkeypatch):
+    cfg, weights, names, folder = files
+    losses, real = [], run_module._step
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        losses.append(out["loss"])
+        return out
+
+    monkeypatch.setattr(run_module, "_step", recording)
+    out = distill(weights, cfg, folder, tmp_path / "e.pt", names=names, **{**RECIPE, "steps": 4, "selection": 0})
+    epochs = [e for e in torch.load(out, weights_only=True)["distill"]["history"] if "epoch" in e]
+    assert [e["steps"] for e in epochs] == [3, 4]  # 6 images, batch 2: 3 steps per epoch
+    assert epochs[0]["loss"] == pytest.approx(sum(losses[:3]) / 3) and epochs[1]["loss"] == pytest.approx(losses[3])

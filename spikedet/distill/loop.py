@@ -119,8 +119,8 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
                         g["lr"] = base * lr_scale
                     out = _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others)
                     step += 1
-                    sums = {k: sums.get(k, 0.0) + out.get(k, 0.0) for k in ("loss",) + PARTS}
-                    sums["n"] = sums.get("n", 0) + 1
+                    sums = {"n": sums.get("n", 0) + 1,
+                            **{k: sums.get(k, 0.0) + out.get(k, 0.0) for k in ("loss",) + PARTS}}
                     bar.update(1)
                     bar.set_description(f"distill epoch {epoch + 1} loss {sums['loss'] / sums['n']:.4f}")
                     if step % per_epoch == 0 or step == total:
