@@ -1,5 +1,6 @@
 """A distillation run that stops and goes on (spikedet.distill.resume), its image sources and its held-out
 selection set, on the tiny synthetic darknet of test_distill."""
+import json
 import os
 import signal
 
@@ -196,3 +197,19 @@ def test_an_epochs_logged_loss_is_the_mean_of_its_steps(files, tmp_path, monkeyp
     epochs = [e for e in torch.load(out, weights_only=True)["distill"]["history"] if "epoch" in e]
     assert [e["steps"] for e in epochs] == [3, 4]  # 6 images, batch 2: 3 steps per epoch
     assert epochs[0]["loss"] == pytest.approx(sum(losses[:3]) / 3) and epochs[1]["loss"] == pytest.approx(losses[3])
+
+
+def test_distill_loss_scores_a_checkpoint_on_its_selection_images(files, tmp_path, capsys):
+    cfg, weights, names, folder = files
+    out = distill(weights, cfg, folder, tmp_path / "d.pt", names=names, **RECIPE)
+    recorded = torch.load(out, weights_only=True)["distill"]["selection_loss"]
+    common = ["distill-loss", "--weights", str(out), "--teacher", str(weights), "--cfg", str(cfg), "--names",
+              str(names), "--levels", "4,8", "--imgsz", "32"]
+    assert main(common + ["--selection-of", str(out), "--json", str(tmp_path / "s.json")]) == 0
+    measured = json.loads((tmp_path / "s.json").read_text())["loss"]
+    for key in ("4", "8", "float"):  # the checkpoint is float16, the run scored its float32 weights
+        assert measured[key] == pytest.approx(recorded[key], rel=0.02, abs=1e-3)
+    assert main(common + ["--images", str(folder), "--json", str(tmp_path / "all.json")]) == 0
+    everything = json.loads((tmp_path / "all.json").read_text())["images"]
+    assert len(everything) == 6 and everything != json.loads((tmp_path / "s.json").read_text())["images"]
+    assert main(common + ["--selection-of", str(weights)]) == 2

@@ -1,7 +1,11 @@
 """`spikedet data` and `spikedet train` (ultralytics training, or distillation of a darknet network)."""
+import sys
+from pathlib import Path
+
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
 from ..distill_options import OPTIONS as DISTILL_OPTIONS, SESSION_OPTIONS
+from ..errors import SpikedetError
 from . import command
 
 
@@ -134,3 +138,58 @@ def _run_distill(args, parser):
         print(f"distillation state (not finished): {result}")
     else:
         print(f"distilled weights: {result}")
+
+
+# --- distill-loss -------------------------------------------------------------------------------------------
+
+
+def _add_distill_loss_arguments(parser):
+    parser.add_argument("--weights", required=True, type=checks.existing_file,
+                        help="a distilled spikedet checkpoint (the student)")
+    parser.add_argument("--teacher", required=True, type=checks.existing_file, help="the darknet .weights it was "
+                        "distilled from")
+    parser.add_argument("--cfg", required=True, type=checks.existing_file, help="their .cfg")
+    parser.add_argument("--names", type=checks.existing_file, help="the .names (default: beside the cfg)")
+    images = parser.add_mutually_exclusive_group(required=True)
+    images.add_argument("--selection-of", metavar="CHECKPOINT", type=checks.existing_file,
+                        help="score on the selection images named in this distilled checkpoint")
+    images.add_argument("--images", type=checks.existing_path, nargs="+", metavar="SOURCE",
+                        help="score on these images: folders, dataset YAMLs (train split) or .txt image lists")
+    parser.add_argument("--levels", type=checks.positive_list, default=list(DEFAULTS["levels_distill"]),
+                        metavar="L", help="levels to score at, besides the float network (default: 8,16)")
+    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"],
+                        help=f"image side (default: {DEFAULTS['imgsz']})")
+    parser.add_argument("--json", type=checks.output_file, help="also write the figures to this file")
+
+
+@command("distill-loss", help="a distilled network's head loss against its teacher on held-out images (the "
+         "selection measure)")(_add_distill_loss_arguments)
+def _run_distill_loss(args, parser):
+    from ..darknet import load_darknet
+    from ..distill import selection_loss, training_images
+    from ..fileio import atomic_write_json, load_torch_file
+    from ..model.checkpoint import load_ann
+
+    if args.selection_of:
+        record = load_torch_file(args.selection_of).get("distill") or {}
+        named = record.get("selection_images")
+        if not isinstance(named, list) or not named or not all(isinstance(p, str) for p in named):
+            raise SpikedetError(f"{args.selection_of}: names no selection images (distill with selection=N)")
+        paths = [Path(p) for p in named]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise SpikedetError(f"{args.selection_of}: {len(missing)} of its selection images are not on this "
+                                f"machine, e.g. {missing[0]}")
+    else:
+        paths = training_images(args.images)
+    student = load_ann(args.weights).float().eval()
+    teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
+    print(f"head loss of {args.weights} against {args.teacher} on {len(paths)} images, {args.imgsz} px ...",
+          file=sys.stderr, flush=True)
+    result = selection_loss(student, teacher, paths, args.imgsz, sorted(set(args.levels)))
+    mean = sum(result[str(L)] for L in sorted(set(args.levels))) / len(set(args.levels))
+    print("  ".join(f"L={k}: {v:.4f}" if k != "float" else f"float: {v:.4f}" for k, v in result.items())
+          + f"  mean over levels: {mean:.4f}")
+    if args.json:
+        atomic_write_json(args.json, {"weights": str(args.weights), "images": [str(p) for p in paths],
+                                      "imgsz": args.imgsz, "loss": result, "mean_over_levels": mean})
