@@ -1,4 +1,6 @@
 """The dual-error activation: forward values, gradients, edge cases, calibration."""
+import itertools
+
 import pytest
 import torch
 
@@ -132,3 +134,23 @@ def test_percentile_matches_torch_quantile():
 def test_settings_reject_bad_values(bad):
     with pytest.raises(ValueError):
         DualErrorSettings.from_dict(bad)
+
+
+@pytest.mark.parametrize("clip,quantize,residue,signed", list(itertools.product([True, False], repeat=4)))
+def test_gradients_follow_the_per_element_rule_for_every_setting(clip, quantize, residue, signed):
+    """The backward pass (written with few passes over the maps) against the rule element by element."""
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64) * 2).requires_grad_()
+    lam = (torch.rand(3, 1, 1, generator=gen, dtype=torch.float64) + 0.4).requires_grad_()
+    g = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64)
+    y = dual_error(x, lam, 4, clip, quantize, "residue" if residue else "zero", signed)
+    y.backward(g)
+    with torch.no_grad():
+        above = (x >= lam) if clip else torch.zeros_like(x, dtype=torch.bool)
+        below = ((x <= -lam) if clip else torch.zeros_like(above)) if signed else (x <= 0)
+        inside = ~above & ~below
+        d_lam = above.double() - (below.double() if signed else 0)
+        if quantize and residue:
+            d_lam = d_lam + torch.where(inside, (y - x) / lam, 0.0)
+    assert torch.equal(x.grad, torch.where(inside, g, 0.0))
+    assert torch.allclose(lam.grad, (g * d_lam).sum((0, 2, 3)).view(3, 1, 1), rtol=1e-12, atol=1e-12)
