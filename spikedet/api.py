@@ -10,23 +10,27 @@
 A network file (an SNN, a spikedet checkpoint) or darknet `.weights` with `cfg=` load the same way. The CLI
 (spikedet/cli.py) is a thin layer over these methods; every default lives in spikedet/defaults.py.
 """
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from .data.records import VOC_CLASSES, load_class_names
 from .defaults import DEFAULTS
-from .detect import detect, detections_in
+from .detect import detect, detections_in, make_result
 from .checks import OPTION_CHECKS, check_paths, check_timesteps, check_values, output_problem
-from .errors import fail
+from .errors import SpikedetError, fail
 from .inference import StreamSettings, calibration_images
 from .interrupts import STOPS, interrupted
 from .model.checkpoint import load_ann, save_ann
 from .model.yolo import DualErrorYOLO
 from .networks import (class_names, default_imgsz, default_resize, default_timesteps, is_snn,
                        load_network)
+from .provenance import describe, network_record, versions
 from .snn.convert import convert, reference_ann
 from .snn.files import save_snn
+from .sources import resolve
 from .validate import GroundTruth, evaluate_networks
+from .eval.report import format_report
 
 PathLike = Union[str, Path]
 
@@ -118,7 +122,7 @@ class SpikingYOLO:
             save_snn(snn, ann, output, replace=overwrite)
         converted = SpikingYOLO.__new__(SpikingYOLO)
         converted.network, converted.ann, converted.config = snn, ann, None
-        converted.source = str(output) if output is not None else f"{self.source} (converted)"
+        converted.source = str(output) if output is not None else self.source  # in memory: its ANN's file
         return converted
 
     def stream_settings(self, timesteps: Optional[Sequence[int]] = None, **given) -> StreamSettings:
@@ -134,47 +138,107 @@ class SpikingYOLO:
                                            else "batch_gpu"])
         return StreamSettings(**given)
 
-    def val(self, gt_coco: Optional[PathLike] = None, gt_voc: Optional[PathLike] = None, split: str = "test",
-            data: Optional[PathLike] = None, images: Optional[PathLike] = None,
+    def val(self, gt_coco: Optional[PathLike] = None, gt_voc: Optional[PathLike] = None,
+            split: str = DEFAULTS["voc_split"], data: Optional[PathLike] = None, images: Optional[PathLike] = None,
             timesteps: Optional[Sequence[int]] = None, max_images: Optional[int] = None,
-            progress: bool = True, allow_partial: bool = False, **stream) -> dict:
-        """mAP against COCO or VOC ground truth; an SNN is scored at every T of `timesteps` (default:
-        DEFAULTS["timesteps_eval"]) from one simulation, and its source ANN too. An ANN given timesteps is
-        converted in memory first (burst neurons, its learned thresholds). data: a dataset YAML naming VOC
-        classes. allow_partial: score even when some of the network's classes are not in the ground truth."""
-        check_paths(gt_coco=gt_coco, gt_voc=gt_voc, data=data, images=images)
+            progress: bool = True, allow_partial: bool = False, reference: Optional[PathLike] = None,
+            reference_cfg: Optional[PathLike] = None, calibration: Optional[PathLike] = None,
+            verbose: bool = True, **stream) -> dict:
+        """mAP against COCO or VOC ground truth, printed as `spikedet eval` prints it (verbose) and returned.
+
+        An SNN is scored at every T of `timesteps` (default: DEFAULTS["timesteps_eval"]) from one simulation,
+        against a reference row: its source ANN, or `reference` (e.g. darknet's float .weights, with
+        reference_cfg). An ANN given timesteps is converted in memory first (burst neurons; its learned
+        thresholds, else `calibration` images). data: a dataset YAML naming VOC classes. allow_partial: score
+        even when some of the network's classes are not in the ground truth. The result names what was scored
+        ("reference", "run": files with sha256, images, settings, versions)."""
+        check_paths(gt_coco=gt_coco, gt_voc=gt_voc, data=data, images=images, reference=reference,
+                    reference_cfg=reference_cfg, calibration=calibration)
         check_values(max_images=max_images)
         if timesteps and not self.is_snn:
-            snn = self.convert(imgsz=stream.get("imgsz") or default_imgsz(self.network))
+            snn = self._as_snn(calibration, stream.get("imgsz"))
             return snn.val(gt_coco, gt_voc, split, data, images, timesteps, max_images, progress, allow_partial,
-                           **stream)
-        timesteps = timesteps or DEFAULTS["timesteps_eval"]
+                           reference, reference_cfg, None, verbose, **stream)
         voc_names = load_class_names(data) if data else VOC_CLASSES
         truth = GroundTruth.read(gt_coco, gt_voc, split, images, voc_names, max_images)
         truth.check_classes(self.names, allow_partial)
-        networks = [self.ann, self.network] if self.ann is not None else [self.network]
-        return evaluate_networks(networks, truth, self.stream_settings(timesteps, **stream), progress)
+        if reference is not None:
+            base, record = load_network(reference, reference_cfg)[0], network_record
+            base_record = record(base, reference, "reference")
+        else:
+            base = self.ann if self.is_snn else None
+            base_record = network_record(self.ann if self.is_snn else self.network, self.source, "source")
+        settings = self.stream_settings(timesteps or DEFAULTS["timesteps_eval"], **stream)
+        results = evaluate_networks([n for n in (base, self.network) if n is not None], truth, settings, progress)
+        if results is None:  # a torchrun process other than rank 0: rank 0 reports
+            return None
+        results["reference"] = base_record
+        results["run"] = {"weights": network_record(self.network, self.source, "scored"),
+                          "ground_truth": truth.source, "split": None if gt_coco else split,
+                          "images": len(truth.records), "settings": asdict(settings), "versions": versions()}
+        if verbose:
+            print(format_report(results))
+        return results
 
-    def predict(self, source: PathLike, timesteps: Optional[int] = None, save: bool = False,
+    def predict(self, source, timesteps: Optional[int] = None, save: bool = False,
                 project: PathLike = DEFAULTS["project_detect"], name: str = DEFAULTS["name"],
-                save_txt: bool = False, save_rates: bool = False, progress: bool = True, **stream):
-        """Detections in an image, a folder, a glob or a video: a list of (key, [Detection, ...]); with
-        save=True also written to a new run folder (see spikedet.detect), and the DetectSummary returned.
-        An ANN given timesteps is converted in memory first (burst neurons, its learned thresholds)."""
-        check_paths(True, source=source, project=project)
+                save_txt: bool = False, save_rates: bool = False, progress: bool = True,
+                calibration: Optional[PathLike] = None, gt_coco: Optional[PathLike] = None, **stream):
+        """Detections, as ultralytics' predict gives them: a list of Results (one per image or video frame:
+        boxes.xyxy / .conf / .cls, names, plot(); spikedet adds .key, .detections and .timesteps).
+
+        source: an image, video or folder path, a glob, a numpy array (BGR, as OpenCV reads), a PIL image, or a
+        list of these. save=True writes a new run folder instead (see spikedet.detect; detections.json with the
+        ids of `gt_coco` when given) and returns its DetectSummary. An ANN given timesteps is converted in
+        memory first (burst neurons; its learned thresholds, else `calibration` images)."""
+        check_paths(project=project, calibration=calibration, gt_coco=gt_coco)
         check_values(stream.get("allow_long_t", False), timesteps=timesteps, chunk=stream.get("chunk"))
+        items = resolve(source)  # a bad source fails before any work
         if timesteps is not None and not self.is_snn:
-            snn = self.convert(imgsz=stream.get("imgsz") or default_imgsz(self.network))
-            return snn.predict(source, timesteps, save, project, name, save_txt, save_rates, progress, **stream)
+            snn = self._as_snn(calibration, stream.get("imgsz"))
+            return snn.predict(source, timesteps, save, project, name, save_txt, save_rates,
+                               progress, None, gt_coco, **stream)
         if save_rates and not self.is_snn:
             raise fail(self.source, "firing rates need an SNN (give timesteps to run this ANN as one)")
-
         stream.setdefault("conf", DEFAULTS["conf_detect"])
         stream.setdefault("iou", DEFAULTS["iou_detect"])
         settings = self.stream_settings(None if timesteps is None else [timesteps], **stream)
         if save:
-            return detect(self.network, source, settings, project, name, save_txt, save_rates, progress)
-        return [(key, dets) for key, _, dets in detections_in(self.network, source, settings, skipped=[])]
+            summary = detect(self.network, source, settings, project, name, save_txt, save_rates,
+                             progress, gt_coco)
+            summary.ran = self.ran(settings, summary.rates)
+            return summary
+        t = max(settings.timesteps) if settings.timesteps else None
+        return [make_result(image, key, self.names, dets, t)
+                for key, image, dets in detections_in(self.network, items, settings, skipped=[])]
+
+    def ran(self, settings: StreamSettings, rates: Sequence[dict] = ()) -> str:
+        """One line saying what ran: the network, T, method, and with spike statistics SOPs and energy."""
+        text = describe(self.network)
+        if self.is_snn:
+            method = settings.method or self.network.default_method()
+            text += f", run at T = {max(settings.timesteps)} by {method}"
+            if rates:
+                sops = sum(r["snn_sops"] for r in rates) / len(rates)
+                snn = sum(r["energy_pj"]["snn"] for r in rates) / len(rates) / 1e9
+                ann = sum(r["energy_pj"]["ann"] for r in rates) / len(rates) / 1e9
+                text += f"; per image {sops:.3g} SOPs, energy {snn:.3g} mJ (ANN: {ann:.3g} mJ)"
+            else:
+                text += "; SOPs and energy: add --save-rates (save_rates=True)"
+        return text
+
+    def _as_snn(self, calibration: Optional[PathLike], imgsz: Optional[int]) -> "SpikingYOLO":
+        """This ANN converted in memory, or a one-line error saying how to convert a network whose thresholds
+        are not learned."""
+        try:
+            return self.convert(calibration, imgsz=imgsz or default_imgsz(self.network))
+        except SpikedetError as e:
+            if calibration is not None or "no clip threshold" not in str(e):
+                raise
+        raise fail(self.source, "has no learned thresholds to run as an SNN: give calibration images "
+                                "(--calibration DIR|DATA.yaml, calibration=...), or convert it once with `spikedet "
+                                "convert --calibration DIR --scales mse --timesteps T --output net.snn.pt` and run "
+                                "that file")
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
         """Write this network as a spikedet file (an SNN with its source ANN, or an ANN checkpoint); an existing

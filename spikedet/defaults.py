@@ -42,6 +42,7 @@ DEFAULTS = {
     "conf_eval": 0.001,
     "iou_eval": 0.7,
     "iou_eval_darknet": 0.45,
+    "voc_split": "test",  # VOC's scoring split; a tree that lacks its files is told which image sets it has
     "batch_cpu": 1,  # images per simulation batch on the CPU (larger batches were slower per image there)
     "batch_gpu": 8,
     # detection on a user's images
@@ -66,4 +67,10 @@ DEFAULTS = {
     "quant_drop_distill": 0.0,  # the share of dual-error elements passing their float value in training (QDrop)
     "float_share_distill": 0.0,  # the share of steps that distill the student's float network (errors off)
     "save_minutes_distill": 10.0,  # how often a distillation saves its resumable state
+}
+
+DEMO = {  # `spikedet demo` (spikedet.demo)
+    "model": "yolov3-tiny", "scale": "n", "imgsz": 192, "epochs": 50, "batch": 16, "levels": 16,
+    "timesteps": (4, 8, 16, 32, 64, 128, 256), "sample_images": 4,
+    "eval_batch": 8,  # the batch its figures were measured with (192 px, width n)
 }

@@ -11,14 +11,9 @@ from typing import Sequence
 
 from .api import SpikingYOLO
 from .data.shapes import make_shapes_dataset
-from .eval.report import format_sweep_table, headline, plot_sweep
+from .defaults import DEMO
+from .eval.report import format_report, headline, plot_sweep
 from .fileio import atomic_write_json
-
-DEMO = {  # one place for the demo's settings
-    "model": "yolov3-tiny", "scale": "n", "imgsz": 192, "epochs": 50, "batch": 16, "levels": 16,
-    "timesteps": (4, 8, 16, 32, 64, 128, 256), "sample_images": 4,
-    "eval_batch": 8,  # the batch its figures were measured with (192 px, width n)
-}
 
 
 def run_demo(output="runs/demo", data_root="data/shapes", epochs: int = DEMO["epochs"],
@@ -34,7 +29,7 @@ def run_demo(output="runs/demo", data_root="data/shapes", epochs: int = DEMO["ep
     snn_path = output / "shapes-yolov3-tiny-n-de.snn.pt"
     snn = model.convert(output=snn_path, imgsz=DEMO["imgsz"])
     scored = snn.val(gt_coco=data["coco"]["test"], timesteps=timesteps, batch=DEMO["eval_batch"],
-                     progress=progress)
+                     progress=progress, verbose=False)
     samples = sorted((data["voc"] / "JPEGImages").glob("*.jpg"))[-DEMO["sample_images"]:]
     sample_dir = output / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +47,7 @@ def run_demo(output="runs/demo", data_root="data/shapes", epochs: int = DEMO["ep
                "full": scored}
     atomic_write_json(output / "results.json", results)
     plot_sweep(scored, output / "map_vs_t.png", title="shapes test: dual-error Tiny-YOLO, ANN vs SNN")
-    print(format_sweep_table(scored))
+    print(format_report(scored))
     print(f"\nwall time {results['wall_s']} s; results in {output / 'results.json'}, plot in "
           f"{output / 'map_vs_t.png'}, annotated images in {detected.output}")
     return results

@@ -1,36 +1,33 @@
 """Detecting objects in a person's own images and videos, and writing what was found.
 
-Each run writes into a fresh folder (runs/detect/exp, exp2, ...; never an earlier one). Every input is keyed
-by its path relative to the source (a folder, the common folder of a glob's matches, or the file's own
-folder), so two inputs never write the same file: `a.jpg` and `a.png` give annotated `a.jpg` and `a.png`,
-frame k of `clip.mp4` gives `clip.mp4/00000k.jpg`, labels go to `labels/<key>.txt`, and detections.json
-names each image by its key. Unreadable and truncated files are skipped with a one-line warning each and
-counted; a run that fails before writing anything leaves no folder behind.
+Each run writes into a fresh folder (runs/detect/exp, exp2, ...; never an earlier one). Inputs are keyed as
+spikedet.sources says, so two inputs never write the same file: `a.jpg` and `a.png` give annotated `a.jpg`
+and `a.png`; a video gives an annotated video of the same name; labels go to `labels/<name>.txt` as
+ultralytics names them (`labels/<key>.txt` when two inputs share a name, `labels/clip_<k>.txt` for frame k);
+detections.json is in the COCO results format (spikedet.coco_results). Unreadable and truncated files are
+skipped with a one-line warning each and counted; a run that fails before writing anything leaves no folder.
 """
 import contextlib
-import glob
-import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Tuple, Union
+from typing import Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 
+from .coco_results import CocoIds
 from .defaults import DEFAULTS
-from .errors import SpikedetError, fail
+from .errors import fail
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .inference import Detection, StreamSettings, is_image_file, load_image, stream
+from .inference import Detection, StreamSettings, is_image_file, stream
 from .interrupts import STOPS, interrupted
 from .networks import class_names, is_snn
 from .snn.statistics import SpikeMonitor
-
-log = logging.getLogger(__name__)
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
+from .runs import next_run_folder
+from .sources import frames, is_video_file, resolve
 
 
 @dataclass
@@ -39,90 +36,17 @@ class DetectSummary:
     images: int = 0
     detections: int = 0
     skipped: List[str] = field(default_factory=list)
-    results: list = field(default_factory=list)  # COCO results format, image_id = the input's key
+    results: list = field(default_factory=list)  # COCO results format (spikedet.coco_results)
     pending: List[Path] = field(default_factory=list)  # files of the image being written, until it is complete
+    rates: list = field(default_factory=list)  # per image: firing rates, SOPs, energy (save_rates)
+    unmatched: List[str] = field(default_factory=list)  # keys whose file name the COCO annotation file lacks
+    ran: str = ""  # what ran, in one line (SpikingYOLO.ran)
 
 
-def next_run_folder(project: Union[str, Path], name: str = DEFAULTS["name"]) -> Path:
-    """project/name, or name2, name3, ...: the first that does not exist, created with mkdir. Unlike
-    ultralytics' increment_path (which checks, then creates), mkdir either creates a folder or fails, so two
-    runs started at once never share a folder and overwrite each other's files."""
-    project = Path(project)
-    if not name or name in (".", "..") or Path(name).name != name:
-        raise SpikedetError(f"run name {name!r} must be a plain folder name (no path separators)")
-    try:
-        project.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise fail(project, "is a file, expected a folder for run outputs") from None
-    except PermissionError:
-        raise fail(project, "cannot be created: permission denied") from None
-    for n in range(1, 10000):
-        folder = project / (name if n == 1 else f"{name}{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-        except PermissionError:
-            raise fail(project, "cannot be written: permission denied") from None
-    raise fail(project, f"no free run folder name for {name!r}")
-
-
-def list_sources(source: Union[str, Path]) -> Tuple[List[Path], Path]:
-    """(the files, the folder their keys are relative to) for an image or video file, a folder (every file
-    in it, sorted) or a glob pattern."""
-    text = str(source)
-    if any(ch in text for ch in "*?["):
-        paths = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else None
-    elif Path(text).is_dir():
-        root = Path(text)
-        paths = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-    elif Path(text).is_file():
-        paths, root = [Path(text)], Path(text).parent
-    else:
-        raise fail(source, "no such file, folder or glob match")
-    if not paths:
-        raise fail(source, "no files found")
-    if not any(is_image_file(p) or p.suffix.lower() in VIDEO_SUFFIXES for p in paths):
-        raise fail(source, f"no image or video files among its {len(paths)} files")
-    return paths, root
-
-
-def frames(paths: List[Path], root: Path, skipped: List[str]) -> Iterator[Tuple[str, np.ndarray]]:
-    """(key, BGR image) for each image, and for each frame of each video; unreadable files are skipped."""
-    for path in paths:
-        key = path.relative_to(root).as_posix()
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            capture = cv2.VideoCapture(str(path))
-            index, ok = 0, capture.isOpened()
-            while ok:
-                ok, frame = capture.read()
-                if ok:
-                    yield f"{key}/{index:06d}", frame
-                    index += 1
-            capture.release()
-            if index == 0:
-                _skip(skipped, path, "not a readable video")
-        elif not is_image_file(path):
-            _skip(skipped, path, f"unsupported file type '{path.suffix or path.name}'")
-        else:
-            try:
-                yield key, load_image(path)
-            except SpikedetError as e:
-                _skip(skipped, path, str(e).split(": ", 1)[-1])
-
-
-def _skip(skipped: List[str], path: Path, why: str):
-    log.warning("skipped %s: %s", path, why)
-    skipped.append(f"{path}: {why}")
-
-
-def detections_in(network, source, settings: StreamSettings, skipped: List[str]
+def detections_in(network, items, settings: StreamSettings, skipped: List[str]
                   ) -> Iterator[Tuple[str, np.ndarray, List[Detection]]]:
-    """(key, BGR image, detections) for every image and video frame of `source`, one at a time; files that
-    cannot be read are skipped and listed in `skipped`."""
-    paths, root = list_sources(source)
+    """(key, BGR image, detections) for every input of `items` (sources.resolve's list), one at a time;
+    files that cannot be read are skipped and listed in `skipped`."""
     network = network.to(settings.device)
     images = {}
 
@@ -131,28 +55,45 @@ def detections_in(network, source, settings: StreamSettings, skipped: List[str]
             images[key] = image
             yield key, image
 
-    for keys, _, outputs in stream(network, remembered(frames(paths, root, skipped)), settings):
+    for keys, _, outputs in stream(network, remembered(frames(items, skipped)), settings):
         per_image = next(iter(outputs.values()))
         for key, dets in zip(keys, per_image):
             yield key, images.pop(key), dets
 
 
+def make_result(image: np.ndarray, key: str, names: dict, dets: List[Detection], timesteps: Optional[int] = None):
+    """ultralytics' Results for one image (boxes.xyxy / .conf / .cls, names, plot(), save_txt(), to_json()),
+    with spikedet's own `key`, `detections` (a list of Detection) and `timesteps` (None for an ANN)."""
+    from ultralytics.engine.results import Results
+
+    rows = [[*map(float, d.box), d.score, float(d.label)] for d in dets]
+    result = Results(image, path=key, names=names, boxes=torch.tensor(rows, dtype=torch.float32).reshape(-1, 6))
+    result.key, result.detections, result.timesteps = key, dets, timesteps
+    return result
+
+
 def detect(network, source, settings: StreamSettings, project=DEFAULTS["project_detect"],
            name: str = DEFAULTS["name"], save_txt: bool = False, save_rates: bool = False,
-           progress: bool = True) -> DetectSummary:
-    """Detect objects in `source` (image, folder, glob or video) and write the results to a new folder:
-    annotated images, detections.json, labels/*.txt (save_txt), firing_rates.json (save_rates, SNN)."""
-    list_sources(source)  # a bad source fails before any folder is made
+           progress: bool = True, gt_coco: Optional[Path] = None) -> DetectSummary:
+    """Detect objects in `source` (see spikedet.sources) and write the results to a new folder: annotated
+    images and videos, detections.json (COCO ids of `gt_coco` when given), labels/*.txt (save_txt),
+    firing_rates.json (save_rates, SNN)."""
+    items = resolve(source)  # a bad source fails before any folder is made
+    ids = CocoIds(class_names(network), gt_coco)
     summary = DetectSummary(next_run_folder(project, name))
+    videos = _Videos(summary, {key: item for key, item in items if isinstance(item, Path) and is_video_file(item)})
     try:
-        _write_detections(summary, network, source, settings, save_txt, save_rates and is_snn(network), progress)
+        _write_detections(summary, network, items, settings, save_txt, save_rates and is_snn(network), progress,
+                          ids, videos)
     except BaseException as e:
         for path in summary.pending:  # the image being written when the run stopped: not kept half-done
             path.unlink(missing_ok=True)
         if isinstance(e, STOPS) and summary.images:
+            videos.close()  # a video keeps the frames done, as detections.json does
             atomic_write_json(summary.output / "detections.json", summary.results)
             raise interrupted(e, f"after {summary.images} images; kept {summary.output} (their annotated copies "
                                  "and detections.json)") from None
+        videos.discard()
         if not any(summary.output.iterdir()):
             shutil.rmtree(summary.output, ignore_errors=True)
         if isinstance(e, STOPS):
@@ -160,40 +101,88 @@ def detect(network, source, settings: StreamSettings, project=DEFAULTS["project_
         raise
     if not summary.images:
         shutil.rmtree(summary.output, ignore_errors=True)
-        raise fail(source, f"no readable image among its {len(summary.skipped)} files (nothing written)")
+        raise fail(source if isinstance(source, (str, Path)) else "source",
+                   f"no readable image among its {len(summary.skipped)} files (nothing written)")
+    summary.unmatched = ids.unmatched
     return summary
 
 
-def _write_detections(summary: DetectSummary, network, source, settings: StreamSettings, save_txt: bool,
-                      save_rates: bool, progress: bool):
-    from ultralytics.engine.results import Results
+def _write_detections(summary: DetectSummary, network, items, settings: StreamSettings, save_txt: bool,
+                      save_rates: bool, progress: bool, ids: CocoIds, videos: "_Videos"):
     from ultralytics.utils import TQDM
 
     names = class_names(network)
-    rates, written = [], set()
+    written, t = set(), max(settings.timesteps) if settings.timesteps else None
     bar = TQDM(desc="detecting", unit="image", disable=not progress)
     with SpikeMonitor(network) if save_rates else contextlib.nullcontext() as monitor:
-        for key, image, dets in detections_in(network, source, settings, summary.skipped):
-            result = Results(image, path=key, names=names, boxes=_boxes(dets))
-            image_path = summary.output / (key if is_image_file(Path(key)) else f"{key}.jpg")
-            summary.pending.append(_write_image(image_path, result.plot(), written))
+        for key, image, dets in detections_in(network, items, settings, summary.skipped):
+            result = make_result(image, key, names, dets, t)
+            video_key, _, frame = key.rpartition("/")
+            if video_key in videos.sources:
+                videos.write(video_key, result.plot())
+                label = f"{Path(video_key).with_suffix('').as_posix()}_{int(frame)}"
+            else:
+                image_path = summary.output / (key if is_image_file(Path(key)) else f"{key}.jpg")
+                summary.pending.append(_write_image(image_path, result.plot(), written))
+                label = Path(key).with_suffix("").as_posix() if is_image_file(Path(key)) else key
             if save_txt:
-                summary.pending.append(summary.output / "labels" / f"{key}.txt")
+                path = summary.output / "labels" / f"{label}.txt"
+                summary.pending.append(summary.output / "labels" / f"{key}.txt" if path in written else path)
+                written.add(summary.pending[-1])
                 _save_txt(result, summary.pending[-1])
             if monitor is not None:
-                rates.append({"image": key, **monitor.report(max(settings.timesteps), batch_size=1)})
+                summary.rates.append({"image": key, **monitor.report(t, batch_size=1)})
                 monitor.clear()
-            summary.results += [{"image_id": key, "category_id": d.label + 1, "category_name": names[d.label],
-                                 "bbox": [float(d.box[0]), float(d.box[1]), float(d.box[2] - d.box[0]),
-                                          float(d.box[3] - d.box[1])], "score": d.score} for d in dets]
+            summary.results += ids.entries(key, dets)
             summary.pending = []  # this image is complete: its files and its detections stay together
             summary.images += 1
             summary.detections += len(dets)
             bar.update(1)
     bar.close()
+    videos.close()
     atomic_write_json(summary.output / "detections.json", summary.results)
-    if rates:
-        atomic_write_json(summary.output / "firing_rates.json", rates)
+    if summary.rates:
+        atomic_write_json(summary.output / "firing_rates.json", summary.rates)
+
+
+class _Videos:
+    """Annotated videos, one per input video, written frame by frame into a hidden file of the run folder and
+    moved to the input's name when the video ends (never over an existing file)."""
+
+    FOURCC = {".avi": "MJPG", ".webm": "VP80"}  # others: mp4v (.mp4, .m4v, .mov, .mkv)
+
+    def __init__(self, summary: DetectSummary, sources: dict):
+        self.summary, self.sources = summary, sources  # key -> input video path
+        self.key, self.writer, self.partial = None, None, None
+
+    def write(self, key: str, frame: np.ndarray):
+        if key != self.key:
+            self.close()
+            self.key, suffix = key, Path(key).suffix.lower()
+            capture = cv2.VideoCapture(str(self.sources[key]))
+            fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+            capture.release()
+            self.partial = self.summary.output / f".{Path(key).name}.partial{suffix}"
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*self.FOURCC.get(suffix, "mp4v")),
+                                          fps, (frame.shape[1], frame.shape[0]))
+        self.writer.write(frame)
+
+    def close(self):
+        """Finish the video being written and move it into place."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        data = self.partial.read_bytes()
+        self.partial.unlink()
+        atomic_write_bytes(self.summary.output / self.key, data, replace=False)
+        self.key, self.writer = None, None
+
+    def discard(self):
+        if self.writer is not None:
+            self.writer.release()
+            self.partial.unlink(missing_ok=True)
+            self.writer = None
 
 
 def _write_image(path: Path, image: np.ndarray, written: set):
@@ -212,12 +201,6 @@ def _write_image(path: Path, image: np.ndarray, written: set):
         candidate, n = path.with_name(f"{path.stem}~{n}{path.suffix}"), n + 1
     written.add(candidate)
     return atomic_write_bytes(candidate, encoded.tobytes())
-
-
-def _boxes(dets: List[Detection]) -> torch.Tensor:
-    """ultralytics' Results boxes: (N, 6) x0, y0, x1, y1, score, class."""
-    rows = [[*map(float, d.box), d.score, float(d.label)] for d in dets]
-    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
 
 
 def _save_txt(result, path: Path):

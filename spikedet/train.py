@@ -5,6 +5,7 @@ kept beside the runs and recorded in every checkpoint), then hands it to a Detec
 (1) builds DualErrorYOLO instead of ultralytics' DetectionModel, (2) sets every lambda from activation
 percentiles on the first training batches before the first step, and (3) writes checkpoints atomically.
 """
+import contextlib
 import hashlib
 import io
 from datetime import datetime
@@ -27,6 +28,8 @@ from .model.activation import calibrate_thresholds
 from .model.checkpoint import ANN_FORMAT, ANN_VERSION, ann_record, build_ann, load_ann
 from .model.yolo import DualErrorYOLO, load_model_config
 from .offline import guard_ultralytics_downloads
+from .runs import next_run_folder
+from .transfer import transfer_report
 
 guard_ultralytics_downloads()
 
@@ -58,6 +61,7 @@ def train(data: Optional[Union[str, Path]], model: Union[str, Path] = DEFAULTS["
             "imgsz": imgsz, "batch": batch, "project": str(Path(project).resolve()), "name": name}
     if device is not None:
         args["device"] = device
+    check_ultralytics_args(args)
     if resume:
         last = Path(resume if isinstance(resume, (str, Path)) else model)
         _training_state(last)  # a one-line error for anything but a spikedet last.pt with its training state
@@ -73,9 +77,34 @@ def train(data: Optional[Union[str, Path]], model: Union[str, Path] = DEFAULTS["
         args["model"] = str(_write_resolved_config(config, Path(project)))
         if pretrained:
             args["pretrained"] = str(pretrained)
-    trainer = SpikingTrainer(overrides=args)
+        if not args["exist_ok"]:  # exp, exp2, ... as detect names its runs, created here so no run shares one
+            args.update(name=next_run_folder(project, name).name, exist_ok=True)
+    try:
+        trainer = SpikingTrainer(overrides=args)
+    except (SyntaxError, TypeError, ValueError, FileNotFoundError) as e:  # ultralytics' own checks of arguments
+        with contextlib.suppress(OSError):  # the run folder made above, if still empty
+            (Path(project) / args["name"]).rmdir()
+        raise SpikedetError(f"ultralytics: {' '.join(str(e).split())}") from None
     trainer.train()
     return Path(trainer.best if Path(trainer.best).exists() else trainer.last)
+
+
+def check_ultralytics_args(args: dict):
+    """Arguments passed through to ultralytics checked first: an unknown key or a bad value is one line (the
+    closest known key named), where ultralytics prints its whole help and exits 1."""
+    import difflib
+
+    from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
+
+    for key in args:
+        if key not in DEFAULT_CFG_DICT:
+            close = difflib.get_close_matches(key, DEFAULT_CFG_DICT, 1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SpikedetError(f"{key}={args[key]!r}: not an ultralytics train argument{hint}")
+    try:
+        check_cfg(dict(args))
+    except (TypeError, ValueError) as e:
+        raise SpikedetError(f"ultralytics: {' '.join(str(e).split())}") from None
 
 
 def _darknet_source(weights: Union[str, Path], cfg: Optional[Union[str, Path]]) -> dict:
@@ -112,7 +141,7 @@ class SpikingTrainer(DetectionTrainer):
         model = DualErrorYOLO(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose)
         model = self.set_model_names_for_load(model)
         if weights:
-            model.load(weights)
+            LOGGER.info(f"spikedet: {self.args.pretrained}: {transfer_report(model, weights)}")
         elif model.yaml.get("pretrained_darknet"):
             source = model.yaml["pretrained_darknet"]
             filled = transfer_weights(source["cfg"], source["weights"], model)

@@ -9,7 +9,8 @@ import pytest
 
 from spikedet import SpikedetError, SpikingYOLO
 from spikedet.cli import main
-from spikedet.detect import list_sources, next_run_folder
+from spikedet.runs import next_run_folder
+from spikedet.sources import list_sources
 
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov3-tiny-n-de-v2.pt"
 
@@ -53,8 +54,8 @@ def test_detect_writes_outputs_and_skips_bad_files(trained, mixed_folder, tmp_pa
     per_image = {key: [d for d in detections if d["image_id"] == key] for key in ("good.jpg", "good.png")}
     assert len(per_image["good.jpg"]) > 0  # conf 0: every surviving box is reported
     assert all(set(d) == {"image_id", "category_id", "category_name", "bbox", "score"} for d in detections)
-    for key in ("good.jpg", "good.png"):
-        lines = (run / "labels" / f"{key}.txt").read_text().splitlines()
+    for key, label in (("good.jpg", "good.txt"), ("good.png", "good.png.txt")):  # ultralytics' name, unless taken
+        lines = (run / "labels" / label).read_text().splitlines()
         assert len(lines) == len(per_image[key]) and all(len(line.split()) == 6 for line in lines)
     if kind == "snn":
         rates = json.loads((run / "firing_rates.json").read_text())
@@ -77,9 +78,13 @@ def test_video_frames_are_keyed_under_the_video(trained, tmp_path):
     for k in range(3):
         writer.write(np.full((64, 64, 3), 40 * k, np.uint8))
     writer.release()
-    summary = SpikingYOLO(weights).predict(video, imgsz=64, save=True, project=tmp_path / "runs", progress=False)
+    summary = SpikingYOLO(weights).predict(video, imgsz=64, save=True, project=tmp_path / "runs", progress=False,
+                                           save_txt=True)
     assert summary.images == 3 and not summary.skipped
-    assert sorted(p.name for p in (summary.output / "clip.avi").glob("*.jpg")) == [f"{k:06d}.jpg" for k in range(3)]
+    assert sorted(p.name for p in summary.output.iterdir()) == ["clip.avi", "detections.json", "labels"]
+    annotated = cv2.VideoCapture(str(summary.output / "clip.avi"))
+    assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and annotated.get(cv2.CAP_PROP_FRAME_WIDTH) == 64
+    assert sorted(p.name for p in (summary.output / "labels").iterdir()) == [f"clip_{k}.txt" for k in range(3)]
 
 
 def test_run_folders_never_overwrite(tmp_path):
@@ -125,7 +130,8 @@ def test_shipped_weights_find_the_shapes(trained, tmp_path):
     records = read_voc(data["voc"], "test", ("circle", "square", "triangle"))
     hits = total = 0
     for record in records[:4]:
-        (key, dets), = snn.predict(record.path, timesteps=16, conf=0.5)
+        result, = snn.predict(record.path, timesteps=16, conf=0.5)
+        dets = result.detections
         for d in dets:
             same = record.labels == d.label
             total += 1

@@ -142,17 +142,21 @@ def test_coco_named_classes_score_on_voc_under_voc_names():
         "potted plant": "pottedplant"}  # giraffe is no VOC class: left out
 
 
-def test_smallest_t_is_where_the_snn_stays_above_the_share():
-    from spikedet.eval.report import smallest_t
+def test_t_for_share_gives_the_first_t_and_the_t_it_stays_from():
+    from spikedet.eval.report import format_t_for_share, t_for_share
 
     def coco(ap50):
         return {"coco": {"AP50": ap50, "AP": ap50 / 2}}
 
     results = {"ann": coco(0.50), "snn": {4: coco(0.30), 8: coco(0.48), 16: coco(0.499), 32: coco(0.47),
                                           64: coco(0.496)}}
-    # 95%: 0.475 -- T=8 reaches it, but T=32 falls below again, so only from T=64 on does it hold
-    assert smallest_t(results) == {"metric": "mAP50", "95%": 64, "99%": 64}
-    results["snn"][32] = coco(0.497)
-    assert smallest_t(results) == {"metric": "mAP50", "95%": 8, "99%": 16}
+    # 95%: 0.475 -- T=8 reaches it first, but T=32 falls below again, so it holds at every larger T from 64
+    found = t_for_share(results)
+    assert found == {"metric": "mAP50", "95%": {"first": 8, "stable_from": 64},
+                     "99%": {"first": 16, "stable_from": 64}}
+    assert "first at T = 8, from T = 64 on" in format_t_for_share(found)
     results["snn"][64] = coco(0.2)
-    assert smallest_t(results) == {"metric": "mAP50", "95%": None, "99%": None}
+    found = t_for_share(results)
+    assert found["95%"] == {"first": 8, "stable_from": None} and "not at every larger" in format_t_for_share(found)
+    results["snn"] = {4: coco(0.1)}
+    assert t_for_share(results)["99%"] == {"first": None, "stable_from": None}

@@ -23,8 +23,8 @@ def test_snn_at_t_equals_l_scores_exactly_as_its_ann(trained):
     # The same holds detection by detection (a one-epoch network scores ~0, so compare the detections).
     model = SpikingYOLO(snn)
     image = next(iter(sorted((data["voc"] / "JPEGImages").glob("*.jpg"))))
-    ann_dets = SpikingYOLO(weights).predict(image, imgsz=64, conf=0.0, iou=0.7)[0][1]
-    snn_dets = model.predict(image, timesteps=4, conf=0.0, iou=0.7)[0][1]
+    ann_dets = SpikingYOLO(weights).predict(image, imgsz=64, conf=0.0, iou=0.7)[0].detections
+    snn_dets = model.predict(image, timesteps=4, conf=0.0, iou=0.7)[0].detections
     assert len(ann_dets) > 0 and [d.label for d in ann_dets] == [d.label for d in snn_dets]
     assert all(abs(a.score - s.score) < 1e-4 and abs(a.box - s.box).max() < 1e-3
                for a, s in zip(ann_dets, snn_dets))

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from .. import checks
-from ..defaults import CHOICES, DEFAULTS
+from ..defaults import CHOICES, DEFAULTS, DEMO
 from ..interrupts import sigterm_raises
 from . import _network_arguments, _open, _stream_arguments, _stream_options, _timesteps_arguments, command
 
@@ -18,8 +18,11 @@ def _add_convert_arguments(parser):
                              "needed unless every activation has a learned clip threshold")
     parser.add_argument("--calibration-count", type=checks.positive, default=DEFAULTS["calibration_count"],
                         help=f"images used (default: {DEFAULTS['calibration_count']})")
-    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
-    parser.add_argument("--normalization", choices=CHOICES["normalization"], default=DEFAULTS["normalization"])
+    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"],
+                        help=f"input size the SNN is built and calibrated for (default: {DEFAULTS['imgsz']})")
+    parser.add_argument("--normalization", choices=CHOICES["normalization"], default=DEFAULTS["normalization"],
+                        help="one threshold scale per output channel (Spiking-YOLO) or per layer (default: "
+                             f"{DEFAULTS['normalization']})")
     parser.add_argument("--scales", choices=CHOICES["scales"], default=DEFAULTS["scales"],
                         help="thresholds of layers without a learned one: a --percentile of the calibration "
                         "activations, or mse: the least mean squared error of the neurons' count after --timesteps "
@@ -27,8 +30,10 @@ def _add_convert_arguments(parser):
     parser.add_argument("--percentile", type=checks.percentile, default=DEFAULTS["percentile"],
                         help=f"activation percentile, in (0, 100]; 100 = max (default: {DEFAULTS['percentile']})")
     parser.add_argument("--v-init", type=checks.fraction, default=DEFAULTS["v_init"],
-                        help="initial membrane potential / threshold, in [0, 1]")
-    parser.add_argument("--reset", choices=CHOICES["reset"], default=DEFAULTS["reset"])
+                        help=f"initial membrane potential / threshold, in [0, 1] (default: {DEFAULTS['v_init']})")
+    parser.add_argument("--reset", choices=CHOICES["reset"], default=DEFAULTS["reset"],
+                        help=f"after a spike: subtract the threshold, or set the potential to zero (default: "
+                             f"{DEFAULTS['reset']})")
     parser.add_argument("--spikes", choices=CHOICES["spikes"], default=DEFAULTS["spikes"],
                         help="events a neuron may emit per step (default: burst; binary = classic IF neurons, "
                              "for leaky units Spiking-YOLO's imbalanced threshold)")
@@ -62,7 +67,8 @@ def _add_eval_arguments(parser):
     truth.add_argument("--gt-voc", metavar="VOC_ROOT", type=checks.existing_dir,
                        help="a VOC tree such as VOCdevkit/VOC2007: devkit AP at IoU 0.5")
     voc = parser.add_argument_group("PASCAL VOC options")
-    voc.add_argument("--split", default="test", help="image set ImageSets/Main/SPLIT.txt (default: test)")
+    voc.add_argument("--split", default=DEFAULTS["voc_split"],
+                     help=f"image set ImageSets/Main/SPLIT.txt (default: {DEFAULTS['voc_split']})")
     voc.add_argument("--data", metavar="DATASET.yaml", type=checks.existing_file,
                      help="take class names from this dataset config instead of the 20 VOC classes")
     scored = parser.add_argument_group("what to score (one of)").add_mutually_exclusive_group(required=True)
@@ -77,6 +83,11 @@ def _add_eval_arguments(parser):
                          + " ".join(map(str, DEFAULTS["timesteps_eval"])))
     net.add_argument("--images", metavar="DIR", type=checks.existing_dir,
                      help="image folder for --gt-coco (default: next to the JSON)")
+    net.add_argument("--reference", metavar="WEIGHTS", type=checks.existing_file,
+                     help="score the SNN against this network instead of its source ANN, e.g. darknet's float "
+                          ".weights (with --reference-cfg, or --cfg when --weights is a spikedet file)")
+    net.add_argument("--reference-cfg", metavar="CFG", type=checks.existing_file, help="darknet .cfg of --reference")
+    _calibration_argument(net)
     net.add_argument("--allow-partial", action="store_true",
                      help="score even when some of the network's classes are not in the ground truth (the scores "
                           "then count only the classes both have)")
@@ -98,6 +109,11 @@ def _add_eval_arguments(parser):
     _add_eval_arguments)
 def _run_eval(args, parser):
     from ..fileio import atomic_write_json
+
+    if args.cfg and Path(args.weights or "").suffix != ".weights":  # the cfg is the reference's
+        if not args.reference or args.reference_cfg:
+            parser.error("--cfg goes with darknet .weights (--weights or --reference)")
+        args.reference_cfg, args.cfg = args.cfg, None
 
     if args.gt_coco and args.data:
         parser.error(f"--data names VOC classes; COCO takes them from {args.gt_coco}")
@@ -129,20 +145,14 @@ def _score_detections(args):
 
 def _score_network(args):
     from ..distributed import init_from_env
-    from ..eval.report import format_smallest_t, format_sweep_table, format_timing, plot_sweep, smallest_t
+    from ..eval.report import plot_sweep
 
     args.device = init_from_env(args.device)
-    model = _open(args)
-    results = model.val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
-                        args.timesteps, args.max_images, allow_partial=args.allow_partial, batch=args.batch,
-                        **_stream_options(args))
-    if results is None:  # a torchrun process other than rank 0: rank 0 reports
-        return None
-    results["smallest_t"] = smallest_t(results)
-    print(format_sweep_table(results))
-    print(format_smallest_t(results["smallest_t"]))
-    print(format_timing(results))
-    if args.plot:
+    results = _open(args).val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
+                              args.timesteps, args.max_images, allow_partial=args.allow_partial,
+                              reference=args.reference, reference_cfg=args.reference_cfg,
+                              calibration=args.calibration, batch=args.batch, **_stream_options(args))
+    if results is not None and args.plot:  # None: a torchrun process other than rank 0 (rank 0 reports)
         plot_sweep(results, args.plot, title=f"{args.weights}")
     return results
 
@@ -189,10 +199,19 @@ def _add_detect_arguments(parser):
     _timesteps_arguments(parser, None, "default: the T it was converted for")
     _stream_arguments(parser, DEFAULTS["conf_detect"], f"default: {DEFAULTS['iou_detect']}")
     parser.set_defaults(iou=DEFAULTS["iou_detect"])
-    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_detect"])
-    parser.add_argument("--name", default=DEFAULTS["name"], help="run folder name; exp2, exp3, ... when taken")
-    parser.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels per image")
-    parser.add_argument("--save-rates", action="store_true", help="SNN: write per-layer firing rates")
+    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_detect"],
+                        help=f"folder of the run folders (default: {DEFAULTS['project_detect']})")
+    parser.add_argument("--name", default=DEFAULTS["name"],
+                        help=f"run folder name (default: {DEFAULTS['name']}; {DEFAULTS['name']}2, ... when taken)")
+    parser.add_argument("--gt-coco", metavar="INSTANCES.json", type=checks.existing_file,
+                        help="the COCO annotation file of these images: detections.json then carries its image and "
+                             "category ids, so `eval --detections` scores it as written")
+    parser.add_argument("--save-txt", action="store_true",
+                        help="also write YOLO txt labels per image (labels/NAME.txt, as ultralytics)")
+    parser.add_argument("--save-rates", action="store_true",
+                        help="SNN: write per-layer firing rates, SOPs and the energy estimate (runs the step "
+                             "simulation: slower than the closed form of burst neurons)")
+    _calibration_argument(parser)
 
 
 @command("detect", help="detect objects in images or videos and save annotated copies")(_add_detect_arguments)
@@ -200,23 +219,38 @@ def _run_detect(args, parser):
     if args.save_rates and args.method == "closed-form":
         parser.error("--save-rates counts spikes step by step: it needs --method steps (the default with it)")
     checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
+    if args.save_rates and not args.method:
+        print("--save-rates: spikes are counted step by step, so the SNN runs the step simulation (burst networks "
+              "otherwise use the faster closed form)")
     with sigterm_raises():
         summary = _open(args).predict(args.source, args.timesteps, save=True, project=args.project,
                                       name=args.name, save_txt=args.save_txt, save_rates=args.save_rates,
-                                      **_stream_options(args))
+                                      calibration=args.calibration, gt_coco=args.gt_coco, **_stream_options(args))
+    print(f"ran: {summary.ran}")
     print(f"{summary.images} images, {summary.detections} detections, {len(summary.skipped)} files skipped"
           f" -> {summary.output}")
+    if summary.unmatched:
+        print(f"  {len(summary.unmatched)} images are not in {args.gt_coco} (named by their key in detections.json),"
+              f" e.g. {summary.unmatched[0]}")
     for line in summary.skipped:
         print(f"  skipped {line}")
+
+
+def _calibration_argument(parser):
+    parser.add_argument("--calibration", metavar="DATA.yaml|DIR", type=checks.existing_path,
+                        help="for an ANN without learned thresholds run as an SNN (--timesteps): images its "
+                             "thresholds are taken from, as `convert --calibration` (convert --scales mse is more "
+                             "accurate at few steps)")
 
 
 # --- demo ---------------------------------------------------------------------------------------------------
 
 
 def _add_demo_arguments(parser):
-    parser.add_argument("--output", default="runs/demo")
-    parser.add_argument("--epochs", type=checks.positive, help="training epochs (default: spikedet.demo.DEMO)")
-    parser.add_argument("--timesteps", type=checks.timesteps, nargs="+", help="SNN read-out times (default: DEMO)")
+    parser.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument("--epochs", type=checks.positive, help=f"training epochs (default: {DEMO['epochs']})")
+    parser.add_argument("--timesteps", type=checks.timesteps, nargs="+",
+                        help="SNN read-out times (default: " + " ".join(map(str, DEMO["timesteps"])) + ")")
 
 
 @command("demo", help="the whole pipeline on the embedded shapes data: data, train, convert, score, detect")(

@@ -16,6 +16,29 @@ from .yolo import _write_yolo_split
 log = logging.getLogger(__name__)
 
 
+def _check_split_present(voc_root: Path, split: str, image_ids: List[str]):
+    """A split whose annotations are not all here (a partial copy of VOC) is one line naming the image sets
+    that are complete, instead of an error on the first missing file."""
+    missing = [i for i in image_ids if not (voc_root / "Annotations" / f"{i}.xml").is_file()]
+    if not missing:
+        return
+    complete = [p.stem for p in sorted((voc_root / "ImageSets" / "Main").glob("*.txt"))
+                if p.stem != split and not any(p.stem.startswith(f"{c}_") for c in VOC_CLASSES)  # per-class sets
+                and _all_annotated(voc_root, p)]
+    offer = f"image sets with every annotation here: {', '.join(complete)} (--split NAME)" if complete else \
+        "no image set here has all its annotations"
+    raise fail(voc_root, f"image set '{split}' lists {len(image_ids)} images, {len(missing)} of them without an "
+                         f"annotation here (first: {missing[0]}); {offer}")
+
+
+def _all_annotated(voc_root: Path, split_file: Path) -> bool:
+    try:
+        ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        return False
+    return bool(ids) and all((voc_root / "Annotations" / f"{i}.xml").is_file() for i in ids)
+
+
 def read_voc(voc_root, split: str, class_names: Sequence[str] = VOC_CLASSES,
              check_images: bool = False) -> List[ImageRecord]:
     """Records for the ids in ImageSets/Main/<split>.txt, boxes as float 1-based devkit coordinates.
@@ -37,6 +60,7 @@ def read_voc(voc_root, split: str, class_names: Sequence[str] = VOC_CLASSES,
     if len(set(image_ids)) != len(image_ids):
         repeated = next(i for i in image_ids if image_ids.count(i) > 1)
         raise fail(split_file, f"image id {repeated} is listed more than once")
+    _check_split_present(voc_root, split, image_ids)
     records, clipped, dropped = [], 0, 0
     for image_id in image_ids:
         image_path = voc_root / "JPEGImages" / f"{image_id}.jpg"

@@ -55,53 +55,90 @@ def headline(metrics: dict) -> Dict[str, Optional[float]]:
 
 
 def format_sweep_table(results: dict) -> str:
-    """ANN, then SNN per T, with the SNN / ANN ratio of each headline number."""
+    """The reference row (the SNN's source ANN, or the network given as reference), then the SNN per T, with
+    the SNN / reference ratio of each headline number."""
     ann = headline(results["ann"]) if "ann" in results else None
-    rows = [("ANN", ann)] + [(f"SNN T={t}", headline(m)) for t, m in results.get("snn", {}).items()]
+    label = reference_label(results)
+    rows = [(label, ann)] + [(f"SNN T={t}", headline(m)) for t, m in results.get("snn", {}).items()]
     keys = list(rows[0][1] if rows[0][1] else rows[1][1])
-    header = f"{'model':<12}" + "".join(f"{k:>10}" for k in keys)
+    width = max(12, len(label) + 2)
+    header = f"{'model':<{width}}" + "".join(f"{k:>10}" for k in keys)
     if ann is not None:
-        header += "".join(f"{k + '/ANN':>14}" for k in keys)
+        header += "".join(f"{k + '/' + label:>{max(14, len(k) + len(label) + 3)}}" for k in keys)
     lines = [header, "-" * len(header)]
     for name, values in rows:
         if values is None:
             continue
-        line = f"{name:<12}" + "".join(f"{_value(values[k]):>10}" for k in keys)
-        if ann is not None and name != "ANN":
-            line += "".join(f"{_ratio(values[k], ann[k]):>14}" for k in keys)
+        line = f"{name:<{width}}" + "".join(f"{_value(values[k]):>10}" for k in keys)
+        if ann is not None and name != label:
+            line += "".join(f"{_ratio(values[k], ann[k]):>{max(14, len(k) + len(label) + 3)}}" for k in keys)
         lines.append(line)
     return "\n".join(lines)
 
 
-def smallest_t(results: dict, fractions=(0.95, 0.99)) -> Dict[str, Optional[int]]:
-    """The smallest scored T from which on the SNN keeps at least each fraction of its ANN's first headline
-    metric (COCO AP50 or VOC07 mAP) at every larger scored T as well; None where no T does. {"95%": T, ...}"""
+def reference_label(results: dict) -> str:
+    """The reference row's name: 'ANN' for the SNN's own source, 'reference' for a network given to compare."""
+    return "reference" if results.get("reference", {}).get("role") == "reference" else "ANN"
+
+
+def format_reference(results: dict) -> str:
+    """One line saying which network and which file the reference row is."""
+    ref = results.get("reference")
+    if not ref:
+        return ""
+    if "snn" not in results:
+        return (f"scored: {ref['network']} from {ref['file']} alone (no SNN: give --timesteps to convert it in "
+                "memory and score its SNN too)")
+    what = "the SNN's source, stored in" if ref["role"] == "source" else "given as --reference:"
+    return f"{reference_label(results)} row: {ref['network']}, {what} {ref['file']}"
+
+
+def t_for_share(results: dict, fractions=(0.95, 0.99)) -> dict:
+    """For each fraction of the reference row's first headline metric (COCO AP50 or VOC07 mAP): the smallest
+    scored T at which the SNN keeps it ("first"), and the smallest scored T from which on every larger scored T
+    keeps it as well ("stable_from"); None where no T does. {"metric": ..., "95%": {"first", "stable_from"}}"""
     if "ann" not in results or not results.get("snn"):
         return {}
     key = next(iter(headline(results["ann"])))
     reference = headline(results["ann"])[key]
-    if not reference:  # an ANN that scores nothing: no share of it means anything
-        return {"metric": key, **{f"{round(100 * f)}%": None for f in fractions}}
     sweep = sorted((int(t), headline(m)[key] or 0.0) for t, m in results["snn"].items())
-    found = {}
+    found = {"metric": key}
     for fraction in fractions:
-        kept = [value >= fraction * reference for _, value in sweep]
-        first = next((i for i in range(len(sweep)) if all(kept[i:])), None)
-        found[f"{round(100 * fraction)}%"] = sweep[first][0] if first is not None else None
-    return {"metric": key, **found}
+        kept = [bool(reference) and value >= fraction * reference for _, value in sweep]
+        first = next((i for i, ok in enumerate(kept) if ok), None)
+        stable = next((i for i in range(len(sweep)) if all(kept[i:])), None)
+        found[f"{round(100 * fraction)}%"] = {"first": None if first is None else sweep[first][0],
+                                              "stable_from": None if stable is None else sweep[stable][0]}
+    return found
 
 
-def format_smallest_t(found: dict) -> str:
+def format_t_for_share(found: dict, label: str = "ANN") -> str:
     if not found:
         return ""
-    parts = [f">= {share}: {'from T = ' + str(t) if t is not None else 'at no scored T'}"
-             for share, t in found.items() if share != "metric"]
-    return f"SNN share of the ANN's {found['metric']}, " + "; ".join(parts)
+    parts = []
+    for share, at in found.items():
+        if share == "metric":
+            continue
+        if at["first"] is None:
+            parts.append(f">= {share}: at no scored T")
+        else:
+            stable = (f"from T = {at['stable_from']} on at every larger scored T" if at["stable_from"] is not None
+                      else "not at every larger scored T")
+            parts.append(f">= {share}: first at T = {at['first']}, {stable}")
+    return f"SNN share of the {label} row's {found['metric']}: " + "; ".join(parts)
+
+
+def format_report(results: dict) -> str:
+    """What eval prints: the table, which network the reference row is, the T reaching each share, timing."""
+    results.setdefault("t_for_share", t_for_share(results))
+    parts = [format_sweep_table(results), format_reference(results),
+             format_t_for_share(results["t_for_share"], reference_label(results)), format_timing(results)]
+    return "\n".join(p for p in parts if p)
 
 
 def format_timing(results: dict) -> str:
     timing = results["seconds_per_image"]
-    parts = [f"ANN {timing['ann']:.3f} s"] if "ann" in timing else []
+    parts = [f"{reference_label(results)} {timing['ann']:.3f} s"] if "ann" in timing else []
     if "snn" in timing:
         parts.append(f"SNN {timing['snn']:.2f} s for {max(int(t) for t in results['snn'])} steps")
     return "wall time per image: " + ", ".join(parts)
