@@ -17,7 +17,7 @@ def _add_data_arguments(parser):
     parser.add_argument("--imgsz", type=checks.image_size, default=192, help="image side in pixels (default: 192)")
     for split, n in (("train", 320), ("val", 80), ("test", 80)):
         parser.add_argument(f"--{split}", type=checks.positive, default=n, help=f"{split} images (default: {n})")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help=f"random seed (default: {DEFAULTS['seed']})")
 
 
 @command("data", help="make the embedded shapes dataset in VOC, COCO and ultralytics YOLO layouts")(
@@ -43,18 +43,23 @@ def _add_train_arguments(parser):
     parser.add_argument("--model", default=DEFAULTS["model"], help="model config name or YAML (configs/)")
     parser.add_argument("--epochs", type=checks.positive,
                         help=f"default: {DEFAULTS['epochs']} ({DEFAULTS['epochs_distill']} with --distill)")
-    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"])
+    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"],
+                        help=f"training image size (default: {DEFAULTS['imgsz']})")
     parser.add_argument("--batch", type=checks.positive, help=f"default: {DEFAULTS['batch_train']} "
                         f"({DEFAULTS['batch_distill']} with --distill)")
     parser.add_argument("--device", type=checks.training_device, help="cpu, 0, 0,1 (several GPUs train with DDP)")
     parser.add_argument("--resume", metavar="LAST.pt", type=checks.existing_file,
                         help="resume an interrupted run from its last.pt (with --distill: its NAME.last.pt state)")
-    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_train"])
-    parser.add_argument("--name", default=DEFAULTS["name"])
+    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_train"],
+                        help=f"folder of the run folders (default: {DEFAULTS['project_train']})")
+    parser.add_argument("--name", default=DEFAULTS["name"],
+                        help=f"run folder name (default: {DEFAULTS['name']}; {DEFAULTS['name']}2, ... when taken)")
     parser.add_argument("--pretrained", metavar="WEIGHTS", type=checks.existing_file,
-                        help="start from a spikedet checkpoint")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--workers", type=checks.integer(0, what="a non-negative integer"), default=DEFAULTS["workers"])
+                        help="start from a spikedet checkpoint (tensors of the same name and shape; the run says "
+                             "which layers were transferred)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help=f"random seed (default: {DEFAULTS['seed']})")
+    parser.add_argument("--workers", type=checks.integer(0, what="a non-negative integer"), default=DEFAULTS["workers"],
+                        help=f"data loader processes (default: {DEFAULTS['workers']})")
     parser.add_argument("--plots", type=checks.boolean, default=True, help="ultralytics training plots (default: true)")
     parser.add_argument("--pretrained-darknet", metavar="WEIGHTS", type=checks.existing_file,
                         help="start the backbone from darknet weights (e.g. yolov3-tiny.weights into yolov3-tiny)")
