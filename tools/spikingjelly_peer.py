@@ -228,3 +228,13 @@ def _make_classes(ab):
 
 def head_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[0],
+        epilog="A module, not a command: run it through `python tools/benchmark_snn.py --peer spikingjelly ...` "
+               "(see docs/speed.md).").parse_args()
+    print("tools/spikingjelly_peer.py is used by tools/benchmark_snn.py --peer spikingjelly; see --help")
