@@ -45,6 +45,10 @@ def _add_convert_arguments(parser):
 @command("convert", help="convert a trained ANN checkpoint into a spiking network file")(_add_convert_arguments)
 def _run_convert(args, parser):
     checks.check_timesteps([args.timesteps] if args.timesteps else [], args.allow_long_t, parser)
+    if args.calibration:  # the one long silent step of a conversion: say what it does before it starts
+        print(f"calibrating: {args.scales} thresholds from up to {args.calibration_count} images of "
+              f"{args.calibration}" + (" (a search per layer: minutes on a CPU)" if args.scales == "mse" else ""),
+              flush=True)
     with sigterm_raises():
         snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
                                   normalization=args.normalization, scales=args.scales,
