@@ -1,6 +1,7 @@
 """The key=value options of a distillation (tools/train.py --distill ... lr=0.00005), each with its check: the
 same check whether a value comes from the command line, the Python API or a resumed run's state file. Kept out
 of spikedet.distill so that the command line can list them without loading torch."""
+import argparse
 import math
 import os
 from pathlib import Path
@@ -12,6 +13,17 @@ def _writable_file(value: str) -> bool:
     """A file path whose folder exists and that is not itself a folder: checked before the run starts."""
     path = Path(value)
     return bool(value) and not path.is_dir() and path.parent.is_dir() and os.access(path.parent, os.W_OK)
+
+
+def _present_device(value: str) -> bool:
+    """cpu, or a CUDA / MPS device this machine has (spikedet.checks.device)."""
+    from . import checks
+
+    try:
+        checks.device(value)
+    except argparse.ArgumentTypeError:
+        return False
+    return True
 
 
 OPTIONS = {
@@ -28,10 +40,11 @@ OPTIONS = {
     "threads": (int, "threads in [1, 1024]", lambda v: 1 <= v <= 1024),
     "workers": (int, "workers in [0, 64]", lambda v: 0 <= v <= 64),
     "log": (str, "a writable file path", _writable_file),
+    "device": (str, "cpu, cuda or cuda:N present on this machine", _present_device),
 }
 
 # what may change when a run is resumed: how it runs, never what it computes
-SESSION_OPTIONS = ("max_minutes", "threads", "workers", "log", "save_minutes")
+SESSION_OPTIONS = ("max_minutes", "threads", "workers", "log", "save_minutes", "device")
 
 
 def check_options(options: dict) -> dict:

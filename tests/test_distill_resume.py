@@ -213,3 +213,17 @@ def test_distill_loss_scores_a_checkpoint_on_its_selection_images(files, tmp_pat
     everything = json.loads((tmp_path / "all.json").read_text())["images"]
     assert len(everything) == 6 and everything != json.loads((tmp_path / "s.json").read_text())["images"]
     assert main(common + ["--selection-of", str(weights)]) == 2
+
+
+def test_the_device_is_checked_and_an_explicit_cpu_changes_nothing(files, tmp_path):
+    cfg, weights, names, folder = files
+    recipe = {**RECIPE, "steps": 2, "selection": 0}
+    a = distill(weights, cfg, folder, tmp_path / "a.pt", names=names, **recipe)
+    b = distill(weights, cfg, folder, tmp_path / "b.pt", names=names, device="cpu", **recipe)
+    sa, sb = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    with pytest.raises(SpikedetError, match="device='gpu'"):
+        distill(weights, cfg, folder, tmp_path / "c.pt", names=names, device="gpu", **recipe)
+    if not torch.cuda.is_available():
+        with pytest.raises(SpikedetError, match="device='cuda'"):
+            distill(weights, cfg, folder, tmp_path / "c.pt", names=names, device="cuda", **recipe)

@@ -122,7 +122,10 @@ def _run_train(args, parser):
 def _run_distill(args, parser):
     from ..distill import check_options, distill, resume
 
-    options = check_options(dict(args.overrides))
+    overrides = dict(args.overrides)
+    if args.device:  # --device 0 is CUDA device 0, as for training
+        overrides.setdefault("device", f"cuda:{args.device}" if args.device.isdigit() else args.device)
+    options = check_options(overrides)
     if args.resume:
         given = [f"--{k}" for k in ("weights", "cfg", "images", "output", "data", "pretrained") if getattr(args, k)]
         if given:
@@ -157,7 +160,8 @@ def _add_distill_loss_arguments(parser):
     parser.add_argument("--names", type=checks.existing_file, help="the .names (default: beside the cfg)")
     images = parser.add_mutually_exclusive_group(required=True)
     images.add_argument("--selection-of", metavar="CHECKPOINT", type=checks.existing_file,
-                        help="score on the selection images named in this distilled checkpoint")
+                        help="score on the selection images named in this distilled checkpoint (or a run's "
+                        "NAME.last.pt state)")
     images.add_argument("--images", type=checks.existing_path, nargs="+", metavar="SOURCE",
                         help="score on these images: folders, dataset YAMLs (train split) or .txt image lists")
     parser.add_argument("--levels", type=checks.positive_list, default=list(DEFAULTS["levels_distill"]),
@@ -176,7 +180,8 @@ def _run_distill_loss(args, parser):
     from ..model.checkpoint import load_ann
 
     if args.selection_of:
-        record = load_torch_file(args.selection_of).get("distill") or {}
+        content = load_torch_file(args.selection_of)
+        record = content.get("distill") or content.get("settings") or {}  # a checkpoint, or a run's state
         named = record.get("selection_images")
         if not isinstance(named, list) or not named or not all(isinstance(p, str) for p in named):
             raise SpikedetError(f"{args.selection_of}: names no selection images (distill with selection=N)")

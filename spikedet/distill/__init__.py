@@ -75,7 +75,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             float_share: float = DEFAULTS["float_share_distill"],
             quant_drop: float = DEFAULTS["quant_drop_distill"], steps: Optional[int] = None,
             selection: int = 0, select_every: int = 0,
-            save_minutes: float = DEFAULTS["save_minutes_distill"]) -> Path:
+            save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
     the float network on `images` (one or several folders, dataset YAMLs (train split, labels ignored) or .txt
     lists of images); writes a spikedet ANN checkpoint to `output` (half precision) and returns its path, or
@@ -94,12 +94,12 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     network is recorded at the end and every `select_every` steps. save_minutes: how often the resumable
     state (state_path(output)) is saved. max_minutes: stop this session at a step boundary after this much
     wall time (the state is saved; the learning-rate schedule does not depend on it). log: a JSON-lines file
-    of per-epoch loss.
+    of per-epoch loss. device: where the networks run (default cpu; e.g. cuda: float32, no mixed precision).
     """
     options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
                                  threads=threads, workers=workers, log=None if log is None else str(log),
                                  float_share=float_share, quant_drop=quant_drop, steps=steps, selection=selection,
-                                 select_every=select_every, save_minutes=save_minutes))
+                                 select_every=select_every, save_minutes=save_minutes, device=device))
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
     if not train_levels or train_levels[0] < 1 or train_levels[-1] > DEFAULTS["max_timesteps"]:
         raise SpikedetError(f"levels must be in [1, {DEFAULTS['max_timesteps']}], got {levels}")
@@ -133,7 +133,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     }
     return run(settings, None, max_minutes=options["max_minutes"], threads=options["threads"],
                workers=options["workers"], log=options["log"], progress=progress,
-               save_minutes=options["save_minutes"])
+               save_minutes=options["save_minutes"], device=options["device"])
 
 
 def resume(state: Source, progress: bool = True, **session) -> Path:
@@ -156,7 +156,7 @@ def resume(state: Source, progress: bool = True, **session) -> Path:
     settings = {**settings, "state": str(Path(state).resolve())}
     return run(settings, saved, progress=progress, save_minutes=options.get("save_minutes") or
                DEFAULTS["save_minutes_distill"], **{k: options.get(k) for k in ("max_minutes", "threads", "log")},
-               workers=options.get("workers") or 0)
+               workers=options.get("workers") or 0, device=options.get("device"))
 
 
 def _check_settings(settings: dict, path) -> None:

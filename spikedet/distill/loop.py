@@ -34,8 +34,9 @@ PARTS = ("obj", "box", "cls", "feat")
 
 
 def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], threads: Optional[int], workers: int,
-        log: Optional[str], progress: bool, save_minutes: float) -> Path:
+        log: Optional[str], progress: bool, save_minutes: float, device: Optional[str] = None) -> Path:
     s = settings
+    device = torch.device(device or "cpu")
     log_file = open(log, "a") if log else None  # checked by the options; opened before any work
     if threads:
         torch.set_num_threads(int(threads))
@@ -45,7 +46,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     _say(progress, f"distill: {len(train)} training images, {len(selection)} held out for selection; "
                    f"{'resuming at step ' + str(saved['step']) if saved else 'starting'} of {s['steps']} steps")
     data = DistillImages(train, s["imgsz"], s["seed"], s["augment"])
-    teacher = load_darknet(s["cfg"], s["weights"], s["names"]).float().eval()
+    teacher = load_darknet(s["cfg"], s["weights"], s["names"]).float().eval().to(device)
     if s["imgsz"] % teacher.multiple:
         raise SpikedetError(f"imgsz {s['imgsz']} is not a multiple of {teacher.multiple}, which this network needs")
     for p in teacher.parameters():
@@ -53,10 +54,10 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
 
     calibration = train[:CALIBRATION_COUNT]
     if saved:
-        scales = saved["initial_scales"]
+        scales = [t.to(device) for t in saved["initial_scales"]]
     else:
         _say(progress, f"distill: initial thresholds ({s['init']}) from {len(calibration)} images")
-        batch = load_batch(calibration, s["imgsz"])
+        batch = load_batch(calibration, s["imgsz"]).to(device)
         scales = mse_scales(teacher, batch, s["levels"]) if s["init"] == "mse" else channel_scales(teacher, batch)
     student = make_student(teacher, s["levels"][0], scales)
     student.eval()  # frozen BN statistics; gradients still flow
@@ -117,7 +118,8 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
                     lr_scale = 0.5 * (1 + math.cos(math.pi * step / total))
                     for g, base in zip(optimizer.param_groups, base_lrs):
                         g["lr"] = base * lr_scale
-                    out = _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others)
+                    out = _step(student, teacher, x.to(device, non_blocking=True), s, draw_levels, capture, scales,
+                                optimizer, lams, others)
                     step += 1
                     sums = {"n": sums.get("n", 0) + 1,
                             **{k: sums.get(k, 0.0) + out.get(k, 0.0) for k in ("loss",) + PARTS}}
@@ -170,7 +172,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     if Path(s["output"]).exists():
         raise SpikedetError(f"{s['output']}: appeared during the run; spikedet does not overwrite it "
                             f"(the state {save()} holds the result)")
-    output = save_ann(student, s["output"], half=True, distill=record)
+    output = save_ann(student.cpu(), s["output"], half=True, distill=record)
     save(finished=True)
     return output
 

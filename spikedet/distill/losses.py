@@ -77,7 +77,7 @@ def mean_head_loss(student: torch.nn.Module, teacher: torch.nn.Module, paths: Se
     totals, count = {"obj": 0.0, "box": 0.0, "cls": 0.0, "loss": 0.0}, 0
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
-        x = load_batch(chunk, imgsz)
+        x = load_batch(chunk, imgsz).to(next(student.parameters()).device)
         out = head_loss(student(x)[1], teacher(x)[1], teacher.nc)
         out["loss"] = float(out["loss"])
         for key in totals:

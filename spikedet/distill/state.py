@@ -2,7 +2,7 @@
 
 Saved atomically every few minutes, at a stop (time budget, Ctrl-C, SIGTERM) and at the end: the settings
 (plain values), the student's weights, the optimizer, the step, the epoch's running sums, the history and
-the random states (the level draws and torch's generator, which quantization dropout uses). The image order
+the random states (the level draws and torch's generators, which quantization dropout uses). The image order
 is not stored: each epoch's order is a function of (seed, epoch), and each view of (seed, epoch, index), so
 the step count places a resumed run exactly. Read back with torch.load(weights_only=True), checked before use.
 """
@@ -26,7 +26,9 @@ def save_state(path, settings: dict, student, optimizer, initial_scales, step: i
         "student": {k: v.detach().clone() for k, v in student.state_dict().items()},
         "optimizer": optimizer.state_dict(), "initial_scales": [s.clone() for s in initial_scales],
         "step": int(step), "epoch_sums": dict(epoch_sums), "history": list(history),
-        "rng": {"levels": draw_levels.getstate(), "torch": torch.get_rng_state()}, "finished": bool(finished),
+        "rng": {"levels": draw_levels.getstate(), "torch": torch.get_rng_state(),
+                **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else {})},
+        "finished": bool(finished),
         "minutes": float(minutes),
     }, path)
 
@@ -57,5 +59,7 @@ def restore_random_states(content: dict, draw_levels: random.Random, path) -> No
         levels = content["rng"]["levels"]
         draw_levels.setstate((levels[0], tuple(levels[1]), levels[2]))
         torch.set_rng_state(content["rng"]["torch"])
+        if "cuda" in content["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(content["rng"]["cuda"])
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError):
         raise fail(path, "distillation state with unreadable random states") from None
