@@ -23,8 +23,6 @@ def _run_export(args, parser):
     from ..api import SpikingYOLO
     from ..export import sidecar_path
 
-    if sidecar_path(args.output).exists():
-        parser.error(f"{sidecar_path(args.output)}: already exists: give another name, or remove it first")
     info = SpikingYOLO(args.weights).export(format=args.format, output=args.output,
                                             allow_approximations=args.allow_approximations)
     changed = "; substituted: " + "; ".join(info["substitutions"]) if info["substitutions"] else ""

@@ -45,8 +45,11 @@ def export_nir(snn, output: Union[str, Path], allow_approximations: bool = False
             raise SpikedetError("v_init > 0 is approximated through T, which the SNN does not record: convert "
                                 "with --timesteps")
         offset = float(options.get("v_init", 0.0)) / timesteps
-    graph, outputs = build_graph(snn, imgsz, offset)
     output = Path(output)
+    for path in (output, sidecar_path(output)):
+        if path.exists():
+            raise fail(path, "already exists: give another name, or remove it first")
+    graph, outputs = build_graph(snn, imgsz, offset)
     temporary = output.with_name(f".{output.name}.partial")
     try:
         nir.write(str(temporary), graph)
