@@ -11,7 +11,7 @@ from spikedet.cli import main
 from spikedet.data.shapes import make_shapes_dataset
 from spikedet.export import nir_problems, sidecar_path
 
-SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov2-tiny-nir-n.snn.pt"
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov2-tiny-nir-n.pt"
 NIR_READY = {"spikes": "binary", "reset": "zero", "v_init": 0.0}
 
 
@@ -61,6 +61,9 @@ def test_approximations_are_stated(tmp_path, capsys):
     assert [s.split(" in ")[0] for s in info["substitutions"]] == ["burst events", "reset by subtraction",
                                                                    "v_init > 0"]
     assert out.exists() and sidecar_path(out).exists()
+    out.unlink()  # the sidecar left alone is not overwritten either
+    assert main(["export", "--weights", str(path), "--output", str(out), "--allow-approximations"]) == 2
+    assert "already exists" in capsys.readouterr().err and not out.exists()
 
 
 def test_round_trip_in_norse_matches_spikedet(tmp_path):
@@ -86,20 +89,21 @@ def test_round_trip_in_norse_matches_spikedet(tmp_path):
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped NIR-ready network is not in weights/")
 def test_shipped_nir_network_scores_the_same_in_norse(tmp_path):
-    """The shipped NIR-ready detector, exported and run in Norse: mAP50 within 0.005 of spikedet's own
-    simulation at T = 16, and the same spikes in every layer."""
+    """The shipped NIR-ready detector, converted (binary, reset to zero, v_init 0), exported and run in Norse on
+    16 new shapes images: mAP50 within 0.005 of spikedet's own simulation at T = 32, the same spikes in every
+    layer, the same outputs up to float summation order."""
     pytest.importorskip("nir")
     pytest.importorskip("norse")
     from spikedet.export.compare import round_trip
     from spikedet.validate import GroundTruth
 
-    data = make_shapes_dataset(tmp_path / "shapes", counts={"train": 1, "val": 1, "test": 12}, seed=5,
+    data = make_shapes_dataset(tmp_path / "shapes", counts={"train": 1, "val": 1, "test": 16}, seed=5,
                                progress=False)
-    model = SpikingYOLO(SHIPPED)
+    model = SpikingYOLO(SHIPPED).convert(imgsz=192, timesteps=32, **NIR_READY)
     info = model.export("nir", tmp_path / "net.nir")
     truth = GroundTruth.read(gt_coco=data["coco"]["test"])
-    r = round_trip(model.network, model.ann, tmp_path / "net.nir", list(info["outputs"]), truth, [16])
-    assert r["spikedet"][16]["mAP50"] > 0.3  # a detector, so the comparison can fail
-    assert abs(r["norse"][16]["mAP50"] - r["spikedet"][16]["mAP50"]) <= 0.005
-    for layer, counts in r["spikes"].items():
-        assert counts["norse"] == pytest.approx(counts["spikedet"], rel=1e-3, abs=1.0), layer
+    r = round_trip(model.network, model.ann, tmp_path / "net.nir", list(info["outputs"]), truth, [32])
+    assert r["spikedet"][32]["mAP50"] > 0.01  # some boxes are right, so the comparison can fail
+    assert abs(r["norse"][32]["mAP50"] - r["spikedet"][32]["mAP50"]) <= 0.005
+    assert r["max_abs_output_diff"][32] < 1e-3
+    assert all(counts["norse"] == counts["spikedet"] for counts in r["spikes"].values()), r["spikes"]
