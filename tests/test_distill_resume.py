@@ -227,3 +227,19 @@ def test_the_device_is_checked_and_an_explicit_cpu_changes_nothing(files, tmp_pa
     if not torch.cuda.is_available():
         with pytest.raises(SpikedetError, match="device='cuda'"):
             distill(weights, cfg, folder, tmp_path / "c.pt", names=names, device="cuda", **recipe)
+
+
+def test_the_step_benchmark_times_every_phase(files, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    cfg, weights, names, folder = files
+    spec = importlib.util.spec_from_file_location("benchmark_distill",
+                                                  Path(__file__).parents[1] / "tools" / "benchmark_distill.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--weights", str(weights), "--cfg", str(cfg), "--images", str(folder), "--imgsz", "32", "--batch",
+                "2", "--steps", "2", "--threads", "1", "--json", str(tmp_path / "b.json")])
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert all(result[k] > 0 for k in ("load", "teacher", "student", "backward"))
+    assert result["step"] == pytest.approx(sum(result[k] for k in ("load", "teacher", "student", "backward")))
