@@ -60,6 +60,14 @@ def main(argv=None):
         return 2
 
 
+def _run_folder_arguments(parser, project: str):
+    """--project and --name: where a run writes (project/name, name2, ... when taken, as ultralytics)."""
+    parser.add_argument("--project", type=checks.output_dir, default=project,
+                        help=f"folder of the run folders (default: {project})")
+    parser.add_argument("--name", default=DEFAULTS["name"],
+                        help=f"run folder name (default: {DEFAULTS['name']}; {DEFAULTS['name']}2, ... when taken)")
+
+
 def _network_arguments(parser, weights_help: str):
     parser.add_argument("--weights", required=True, type=checks.existing_file, help=weights_help)
     parser.add_argument("--cfg", type=checks.existing_file,

@@ -4,7 +4,8 @@ from pathlib import Path
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS, DEMO
 from ..interrupts import sigterm_raises
-from . import _network_arguments, _open, _stream_arguments, _stream_options, _timesteps_arguments, command
+from . import (_network_arguments, _open, _run_folder_arguments, _stream_arguments, _stream_options,
+               _timesteps_arguments, command)
 
 
 # --- convert ------------------------------------------------------------------------------------------------
@@ -203,10 +204,7 @@ def _add_detect_arguments(parser):
     _timesteps_arguments(parser, None, "default: the T it was converted for")
     _stream_arguments(parser, DEFAULTS["conf_detect"], f"default: {DEFAULTS['iou_detect']}")
     parser.set_defaults(iou=DEFAULTS["iou_detect"])
-    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_detect"],
-                        help=f"folder of the run folders (default: {DEFAULTS['project_detect']})")
-    parser.add_argument("--name", default=DEFAULTS["name"],
-                        help=f"run folder name (default: {DEFAULTS['name']}; {DEFAULTS['name']}2, ... when taken)")
+    _run_folder_arguments(parser, DEFAULTS["project_detect"])
     parser.add_argument("--gt-coco", metavar="INSTANCES.json", type=checks.existing_file,
                         help="the COCO annotation file of these images: detections.json then carries its image and "
                              "category ids, so `eval --detections` scores it as written")

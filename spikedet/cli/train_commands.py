@@ -6,7 +6,7 @@ from .. import checks
 from ..defaults import CHOICES, DEFAULTS
 from ..distill_options import OPTIONS as DISTILL_OPTIONS, SESSION_OPTIONS
 from ..errors import SpikedetError
-from . import command
+from . import _run_folder_arguments, command
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -50,10 +50,7 @@ def _add_train_arguments(parser):
     parser.add_argument("--device", type=checks.training_device, help="cpu, 0, 0,1 (several GPUs train with DDP)")
     parser.add_argument("--resume", metavar="LAST.pt", type=checks.existing_file,
                         help="resume an interrupted run from its last.pt (with --distill: its NAME.last.pt state)")
-    parser.add_argument("--project", type=checks.output_dir, default=DEFAULTS["project_train"],
-                        help=f"folder of the run folders (default: {DEFAULTS['project_train']})")
-    parser.add_argument("--name", default=DEFAULTS["name"],
-                        help=f"run folder name (default: {DEFAULTS['name']}; {DEFAULTS['name']}2, ... when taken)")
+    _run_folder_arguments(parser, DEFAULTS["project_train"])
     parser.add_argument("--pretrained", metavar="WEIGHTS", type=checks.existing_file,
                         help="start from a spikedet checkpoint (tensors of the same name and shape; the run says "
                              "which layers were transferred)")
