@@ -2,7 +2,7 @@
 here (ultralytics keeps its cfg/default.yaml the same way)."""
 
 CHOICES = {
-    "spikes": ("burst", "signed", "binary"),  # events a neuron may emit per step (snn.neurons.IFNeuron)
+    "spikes": ("burst", "signed", "binary"),  # events a neuron may emit per step (snn.neurons.NEURON_KINDS)
     "reset": ("subtract", "zero"),
     "normalization": ("channel", "layer"),  # one scale per output channel (Spiking-YOLO) or per layer
     "scales": ("percentile", "mse"),  # thresholds from calibration images (model.calibration)

@@ -16,7 +16,7 @@ from torch import nn
 from spikedet.errors import SpikedetError
 from spikedet.inference import postprocess
 from spikedet.model import DualErrorYOLO, calibrate_thresholds
-from spikedet.snn import Integrator, IFNeuron, SpikeMonitor, SpikingConv, Static, convert
+from spikedet.snn import BinaryNeuron, BurstNeuron, Integrator, Neuron, SpikeMonitor, SpikingConv, Static, convert
 from spikedet.snn.closed_form import Counts, summed_current
 
 U = 2.0 ** -24
@@ -80,10 +80,10 @@ num=3
 """
 
 
-def random_yolo(seed=0):
-    """A small dual-error Tiny-YOLO (ReLU units) with random batch-norm statistics, converted to burst neurons."""
+def random_yolo(seed=0, config="yolov3-tiny"):
+    """A small dual-error network (ReLU units) with random batch-norm statistics, converted to burst neurons."""
     torch.manual_seed(seed)
-    model = DualErrorYOLO("yolov3-tiny", nc=3, scale="n", dual_error={"levels": 8})
+    model = DualErrorYOLO(config, nc=3, scale="n", dual_error={"levels": 8})
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -117,7 +117,7 @@ def shipped():
     from spikedet.networks import load_network
 
     network, _ = load_network(SHIPPED)
-    if not any(isinstance(m, IFNeuron) for m in network.modules()):  # an ANN checkpoint: convert it
+    if not any(isinstance(m, Neuron) for m in network.modules()):  # an ANN checkpoint: convert it
         network = convert(network, spikes="burst")
     torch.manual_seed(0)
     return network, torch.rand(1, 3, 64, 64)
@@ -125,6 +125,7 @@ def shipped():
 
 def networks(tmp_path):
     yield "random", random_yolo()
+    yield "yolov8-relu", random_yolo(config="yolov8-relu")  # C2f, residual adds, SPPF
     yield "darknet-leaky", tiny_darknet(tmp_path)
     if SHIPPED.is_file():
         yield "shipped", shipped()
@@ -266,15 +267,15 @@ def test_burst_neuron_counts_equal_its_chunked_simulation():
     torch.manual_seed(0)
     current = torch.randn(13, 1, 4000) * 0.8
     for slope in (None, 0.1):
-        neuron = IFNeuron(v_init=0.5, spikes="burst", negative_slope=slope)
+        neuron = BurstNeuron(v_init=0.5, negative_slope=slope)
         out = torch.cat([neuron(current[k:k + 3]) for k in range(0, 13, 3)])
         for t in (1, 5, 13):
             total = current[:t].sum(0)
-            counts = IFNeuron(v_init=0.5, spikes="burst", negative_slope=slope).counts(total.clone(), t)
+            counts = BurstNeuron(v_init=0.5, negative_slope=slope).counts(total.clone(), t)
             diff = counts - out[:t].sum(0)
             window = 2 * (2 * t + 8) * U * (current[:t].abs().sum(0) + 1)
             activated = total if slope is None else F.leaky_relu(total, slope)
             near = ((activated + 0.5) - (activated + 0.5).round()).abs() <= window
             assert torch.all(diff.abs() <= 1) and torch.all(near[diff != 0])
     with pytest.raises(ValueError, match="burst"):
-        IFNeuron(spikes="binary").counts(total, 13)
+        BinaryNeuron().counts(total, 13)

@@ -11,7 +11,7 @@ from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorLeakyReLU, DualErrorSettings
 from spikedet.model.checkpoint import load_ann
 from spikedet.snn import convert
-from spikedet.snn.neurons import IFNeuron, Static
+from spikedet.snn.neurons import BurstNeuron, Static
 
 from conftest import randomize, write_weights
 
@@ -270,7 +270,7 @@ def test_dual_error_leaky_unit_is_the_burst_neuron_count():
     with torch.no_grad():
         unit.lam.copy_(lam)
     currents = torch.randn(L, 3, 5, 4, 4) * 1.5  # a time-varying input, in units of lam per step
-    neuron = IFNeuron(0.5, "subtract", spikes="burst", negative_slope=0.1)
+    neuron = BurstNeuron(0.5, "subtract", negative_slope=0.1)
     net = neuron(currents).sum(0)
     x = currents.sum(0) / L * lam.view(1, -1, 1, 1)  # the mean input current, in activation units
     expected = unit(x)

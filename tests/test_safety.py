@@ -146,14 +146,14 @@ def test_another_format_version_is_a_one_line_error(kind, step, trained, snn_fil
 
 def test_a_pickled_file_of_an_older_spikedet_is_named_as_such(trained, tmp_path, capsys):
     """spikedet <= 0.1 pickled whole networks (SNN format version 1): refused unopened, with what to do."""
-    from spikedet.snn.neurons import IFNeuron
+    from spikedet.snn.neurons import BinaryNeuron
 
     path = tmp_path / "old.snn.pt"
-    torch.save({"format": "spikedet-snn", "version": 1, "network": IFNeuron(0.5, "subtract")}, path)
+    torch.save({"format": "spikedet-snn", "version": 1, "network": BinaryNeuron(0.5, "subtract")}, path)
     code, _, err = run(["detect", "--weights", path, "--source", trained[0]["voc"] / "JPEGImages",
                         "--project", tmp_path / "runs"], capsys)
     assert code == 2 and tree(tmp_path / "runs") == []
-    one_error_line(err, f"{path}: holds pickled Python objects (spikedet.snn.neurons.IFNeuron): a file of an "
+    one_error_line(err, f"{path}: holds pickled Python objects (spikedet.snn.neurons.BinaryNeuron): a file of an "
                         "older spikedet", "convert (or train) again with this spikedet")
 
 

@@ -10,7 +10,7 @@ from spikedet.snn.normalize import fold_batchnorm
 from spikedet.snn.files import load_snn, save_snn
 from spikedet.snn.statistics import SpikeMonitor
 from spikedet.model import DualErrorYOLO
-from spikedet.snn import IFNeuron, SpikeMaxPool, Static
+from spikedet.snn import BinaryNeuron, BurstNeuron, Neuron, SignedNeuron, SpikeMaxPool, Static, make_neuron
 
 
 def random_network(seed=0, **dual_error):
@@ -40,10 +40,10 @@ def box_error(pred, ann):
 
 def test_if_neuron_rate_and_reset_modes():
     current = Static(torch.tensor([[0.3, 0.75, 1.5]]), 40)
-    subtract = IFNeuron(v_init=0.0)(current).sum(0) / 40
+    subtract = BinaryNeuron(v_init=0.0)(current).sum(0) / 40
     assert subtract.tolist()[0][:2] == pytest.approx([0.3, 0.75], abs=1 / 40)
     assert subtract.tolist()[0][2] == 1.0  # at most one spike per step: clipped
-    zero = IFNeuron(v_init=0.0, reset="zero")(current).sum(0)
+    zero = BinaryNeuron(v_init=0.0, reset="zero")(current).sum(0)
     assert zero.tolist()[0][0] == 10  # reset to zero throws the residue away: 0.3 -> every 4th step
 
 
@@ -51,7 +51,7 @@ def test_burst_neuron_count_is_the_quantized_total_whatever_the_timing():
     torch.manual_seed(0)
     steps = 12
     current = torch.randn(steps, 1, 500) * 0.8  # arbitrary order, negative parts, late bursts
-    out = IFNeuron(v_init=0.5, spikes="burst")(current)
+    out = BurstNeuron(v_init=0.5)(current)
     expected = torch.clamp(torch.floor(current.sum(0) + 0.5), 0, steps)
     assert torch.equal(out.sum(0), expected)
     assert torch.all(out.cumsum(0) >= 0) and torch.all(out.cumsum(0) <= torch.arange(1, steps + 1).view(-1, 1, 1))
@@ -61,7 +61,7 @@ def test_burst_neuron_count_is_the_quantized_total_whatever_the_timing():
 def test_constant_current_closed_form_equals_the_step_loop(spikes):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 5, 5) * 0.7
-    static, looped = IFNeuron(spikes=spikes), IFNeuron(spikes=spikes)
+    static, looped = make_neuron(spikes), make_neuron(spikes)
     fast = torch.cat([static(Static(x, 5)), static(Static(x, 7))])  # two chunks, state carried
     slow = torch.cat([looped(x.expand(5, *x.shape)), looped(x.expand(7, *x.shape))])
     assert torch.equal(fast, slow)
@@ -70,12 +70,12 @@ def test_constant_current_closed_form_equals_the_step_loop(spikes):
 
 def test_signed_neuron_takes_back_unsupported_spikes():
     current = torch.tensor([1.0, 1.0, -1.0, -1.0, 0.0]).view(5, 1, 1)
-    assert IFNeuron(v_init=0.0, spikes="binary")(current).sum().item() == 2  # over-fired
-    assert IFNeuron(v_init=0.0, spikes="signed")(current).sum().item() == 0
+    assert BinaryNeuron(v_init=0.0)(current).sum().item() == 2  # over-fired
+    assert SignedNeuron(v_init=0.0)(current).sum().item() == 0
 
 
 def test_signed_neuron_reproduces_leaky_slope():
-    neuron = IFNeuron(v_init=0.0, negative_slope=0.1)  # Spiking-YOLO: fires -1 when v <= -10, then v += 10
+    neuron = BinaryNeuron(v_init=0.0, negative_slope=0.1)  # Spiking-YOLO: fires -1 when v <= -10, then v += 10
     rate = neuron(Static(torch.tensor([[-0.5, 0.5]]), 400)).sum(0) / 400
     assert rate.tolist()[0] == pytest.approx([-0.05, 0.5], abs=0.01)
     assert neuron.v.tolist()[0] == pytest.approx([-200 + 20 * 10, 0.0])  # 20 negative spikes, each v += 10
@@ -85,7 +85,7 @@ def test_burst_leaky_neuron_count_is_the_quantized_leaky_total_whatever_the_timi
     torch.manual_seed(0)
     steps = 16
     current = torch.randn(steps, 1, 500) * 2.0
-    neuron = IFNeuron(v_init=0.5, spikes="burst", negative_slope=0.1)
+    neuron = BurstNeuron(v_init=0.5, negative_slope=0.1)
     out = torch.cat([neuron(current[:5]), neuron(current[5:])])  # state carried between chunks
     total = current.sum(0)
     expected = torch.clamp(torch.floor(torch.where(total >= 0, total, 0.1 * total) + 0.5), -steps, steps)
@@ -95,11 +95,12 @@ def test_burst_leaky_neuron_count_is_the_quantized_leaky_total_whatever_the_timi
     assert torch.all(counts <= torch.arange(1, steps + 1).view(-1, 1, 1))
 
 
-@pytest.mark.parametrize("kwargs", [dict(spikes="signed", negative_slope=0.1), dict(negative_slope=1.5),
-                                    dict(reset="zero", negative_slope=0.1)])
-def test_leaky_neuron_rejects_what_it_cannot_be(kwargs):
+@pytest.mark.parametrize("kind, kwargs", [("signed", dict(negative_slope=0.1)), ("binary", dict(negative_slope=1.5)),
+                                          ("binary", dict(reset="zero", negative_slope=0.1)),
+                                          ("burst", dict(reset="zero")), ("ternary", {})])
+def test_a_neuron_rejects_what_it_cannot_be(kind, kwargs):
     with pytest.raises(ValueError):
-        IFNeuron(**kwargs)
+        make_neuron(kind, **kwargs)
 
 
 def test_fold_batchnorm_matches_conv_bn():
@@ -294,8 +295,8 @@ def test_darknet_leaky_network_converges_with_signed_neurons(tmp_path):
     with torch.no_grad():
         ann = model(images)[0]
     snn = convert(model, calibration_images=images, percentile=100, spikes="binary")
-    neurons = [m for m in snn.modules() if isinstance(m, IFNeuron)]
-    assert neurons and all(n.negative_slope == pytest.approx(0.1) and n.spikes == "binary" for n in neurons)
+    neurons = [m for m in snn.modules() if isinstance(m, Neuron)]
+    assert neurons and all(n.negative_slope == pytest.approx(0.1) and type(n) is BinaryNeuron for n in neurons)
     out = snn.simulate(images, [32, 512])
     assert box_error(out[512], ann)[0] < box_error(out[32], ann)[0]
     assert box_error(out[512], ann)[0] < 0.1 and box_error(out[512], ann)[1] < 0.01
@@ -352,17 +353,18 @@ def test_leaky_replaced_by_relu_copies_the_relu_network(tmp_path):
     with torch.no_grad():
         leaky_out, relu_out = model(images)[0], relu_model(images)[0]
     snn = convert(model, calibration_images=images, percentile=100, leaky="relu")
-    assert all(n.negative_slope is None for n in snn.modules() if isinstance(n, IFNeuron))
+    assert all(n.negative_slope is None for n in snn.modules() if isinstance(n, Neuron))
     out = snn.simulate(images, [512])[512]
     assert box_error(out, relu_out)[0] < box_error(out, leaky_out)[0]
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(negative_slope=0.1), dict(spikes="signed")])
-def test_fused_neuron_step_equals_the_eager_step(monkeypatch, kwargs):
+@pytest.mark.parametrize("kind, kwargs", [("binary", {}), ("binary", dict(negative_slope=0.1)), ("signed", {}),
+                                          ("binary", dict(reset="zero"))])
+def test_fused_neuron_step_equals_the_eager_step(monkeypatch, kind, kwargs):
     """Large layers take a torch.compile'd step: it must give the eager loop's spikes and state, bit for bit."""
     import os
 
-    from spikedet.snn import neurons
+    from spikedet.snn import fused as neurons
 
     if os.environ.get("SPIKEDET_FUSED") == "0":
         pytest.skip("fusion turned off")
@@ -370,11 +372,11 @@ def test_fused_neuron_step_equals_the_eager_step(monkeypatch, kwargs):
     current = (torch.randn(7, 2, 3, 16, 16) * 4).round(decimals=1)  # lands on thresholds often
     monkeypatch.setitem(neurons._fused, "disabled", False)
     monkeypatch.setattr(neurons, "FUSED_MIN_NUMEL", 0)
-    fused = IFNeuron(**kwargs)
-    if neurons.fused_step(fused.step_options(), current[0]) is None:
+    fused = make_neuron(kind, **kwargs)
+    if neurons.fused_step(type(fused), fused.step_params(), current[0]) is None:
         pytest.skip("torch.compile unavailable here")
     a = torch.cat([fused(current[:4]), fused(current[4:])])
     monkeypatch.setattr(neurons, "FUSED_MIN_NUMEL", 1 << 62)
-    eager = IFNeuron(**kwargs)
+    eager = make_neuron(kind, **kwargs)
     b = torch.cat([eager(current[:4]), eager(current[4:])])
     assert torch.equal(a, b) and torch.equal(fused.v, eager.v) and torch.equal(fused.net, eager.net)

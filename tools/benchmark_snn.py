@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/spikingjelly_peer.py
 
-from spikedet.defaults import DEFAULTS  # noqa: E402  (no torch import: the workers import it themselves)
+from spikedet.defaults import CHOICES, DEFAULTS  # noqa: E402  (no torch import: the workers import it themselves)
 
 PEERS = ("spikingjelly",)
 TOOLS = ("ann", "spikedet", "spikingjelly", "spikingjelly_plain_pool")
@@ -251,7 +251,10 @@ def check_peer(peer: str, spikes: str) -> str:
         require_spikingjelly()
     except PeerUnavailable as e:
         die(f"{e}")
-    if spikes != "binary":
+    from spikedet.snn.neurons import make_neuron
+
+    neuron = make_neuron(spikes)
+    if neuron.multi_events or neuron.negative_events:
         die(f"--peer {peer} needs --spikes binary (SpikingJelly's IFNode emits binary spikes), got {spikes}")
     return spikingjelly_version()
 
@@ -285,7 +288,7 @@ def main(argv=None):
     parser.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--chunk", type=int, nargs="+", default=[DEFAULTS["chunk"]],
                         help=f"spikedet's chunk (peer: the first; default {DEFAULTS['chunk']}, spikedet's)")
-    parser.add_argument("--spikes", choices=("burst", "signed", "binary"),
+    parser.add_argument("--spikes", choices=CHOICES["spikes"],
                         help="default burst; binary with --peer")
     parser.add_argument("--peer", help="also build and time the same SNN in this framework (spikingjelly)")
     parser.add_argument("--no-peak", action="store_true", help="--peer: skip the per-(tool, T) peak-RSS processes")

@@ -56,12 +56,12 @@ def spikingjelly_version() -> str:
 
 def check_expressible(snn) -> None:
     """Raise PeerUnavailable unless every neuron is a binary IF neuron without negative events."""
-    from spikedet.snn import IFNeuron
+    from spikedet.snn import Neuron
 
     for name, m in snn.named_modules():
-        if isinstance(m, IFNeuron):
-            if m.spikes != "binary" or m.negative_slope is not None:
-                kind = "leaky" if m.negative_slope is not None else m.spikes
+        if isinstance(m, Neuron):
+            if m.multi_events or m.negative_events:
+                kind = "leaky" if m.negative_slope is not None else m.kind
                 raise PeerUnavailable(
                     f"{name}: {kind} neurons have no SpikingJelly counterpart; the peer comparison needs binary "
                     "spikes without leaky units (convert with spikes='binary', leaky='relu')")

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..snn.heads import SpikingDetect
 from ..snn.layers import ConcatChannels, Integrator, PerStep, SpikeMaxPool, SpikingConv
-from ..snn.neurons import IFNeuron
+from ..snn.neurons import Neuron
 
 # a structural kind -> how to avoid it
 AVOID = {
@@ -88,11 +88,11 @@ def _layer_problems(path: str, layer: nn.Module) -> List[Problem]:
     return [Problem(path, type(layer).__name__)]
 
 
-def _neuron_kinds(neuron: IFNeuron) -> List[str]:
-    if neuron.negative_slope is not None or neuron.spikes == "signed":
+def _neuron_kinds(neuron: Neuron) -> List[str]:
+    if neuron.negative_events:
         return ["negative spikes"]
     kinds = []
-    if neuron.spikes == "burst":
+    if neuron.multi_events:
         kinds.append("burst events")
     if neuron.reset_mode == "subtract":
         kinds.append("reset by subtraction")

@@ -78,6 +78,18 @@ def _concat(args, what):
     return [1]
 
 
+def _c2f(args, what):
+    if not 1 <= len(args) <= 2 or (len(args) == 2 and not isinstance(args[1], bool)):
+        raise ConfigError(f"{what}: C2f takes [channels, shortcut], got {args!r}")
+    return [_int(args[0], 1, MAX_CHANNELS, f"{what} channels"), *args[1:]]
+
+
+def _sppf(args, what):
+    if len(args) != 2:
+        raise ConfigError(f"{what}: SPPF takes [channels, kernel], got {args!r}")
+    return [_int(args[0], 1, MAX_CHANNELS, f"{what} channels"), _int(args[1], 1, MAX_KERNEL, f"{what} kernel")]
+
+
 def _detect(args, what):
     if list(args) != ["nc"]:
         raise ConfigError(f"{what}: Detect takes [nc], got {args!r}")
@@ -86,7 +98,10 @@ def _detect(args, what):
 
 # Module name -> its argument check. The name ultralytics gets is this table's key, not the file's string.
 MODULES: Dict[str, Callable] = {"Conv": _conv, "nn.MaxPool2d": _pool, "nn.AvgPool2d": _pool, "nn.ZeroPad2d": _pad,
-                                "nn.Upsample": _upsample, "Concat": _concat, "Detect": _detect}
+                                "nn.Upsample": _upsample, "Concat": _concat, "Detect": _detect, "C2f": _c2f,
+                                "SPPF": _sppf}
+REPEATED = {"C2f"}  # modules whose `number` is a repeat count inside the module (scaled by depth)
+MAX_REPEATS = 16
 
 
 def _sources(f, i: int, what: str) -> List[int]:
@@ -111,12 +126,14 @@ def _layers(layers, offset: int, what: str) -> List[list]:
         name = next((key for key in MODULES if key == module), None)  # the table's own string
         if name is None:
             raise ConfigError(f"{where}: module {module!r} is not one of {', '.join(MODULES)}")
-        if number != 1 or isinstance(number, bool):
+        if name in REPEATED:
+            number = _int(number, 1, MAX_REPEATS, f"{where} number")
+        elif number != 1 or isinstance(number, bool):
             raise ConfigError(f"{where}: number must be 1, got {number!r}")
         if not isinstance(args, list):
             raise ConfigError(f"{where}: args must be a list, got {args!r}")
         _sources(f, i, where)
-        out.append([f if isinstance(f, int) else list(f), 1, name, MODULES[name](args, where)])
+        out.append([f if isinstance(f, int) else list(f), number, name, MODULES[name](args, where)])
     return out
 
 
@@ -194,14 +211,20 @@ def _record(value, key: str):
 def weight_count(d: dict) -> int:
     """Parameters the built network will have, from a canonical config (convolutions; the rest is small)."""
     depth_width = d["scales"][d["scale"]] if "scales" in d and "scale" in d else [1.0, 1.0, MAX_CHANNELS]
-    _, width, max_channels = depth_width
+    depth, width, max_channels = depth_width
     layers = d["backbone"] + d["head"]
     channels, total = [], 0
-    for i, (f, _, module, args) in enumerate(layers):
+    for i, (f, number, module, args) in enumerate(layers):
         c_in = [channels[j] if i else d["channels"] for j in _sources(f, i, "")]
-        if module == "Conv":
+        if module in ("Conv", "C2f", "SPPF"):
             c2 = max(8, math.ceil(min(args[0], max_channels) * width / 8) * 8)
+        if module == "Conv":
             total += c_in[0] * c2 * args[1] ** 2
+        elif module == "C2f":  # cv1, cv2 and the repeated 3x3 bottlenecks at half width
+            n, c = max(round(number * depth), 1), c2 // 2
+            total += c_in[0] * 2 * c + (2 + n) * c * c2 + n * 18 * c * c
+        elif module == "SPPF":
+            total += c_in[0] * (c_in[0] // 2) + 2 * c_in[0] * c2
         elif module == "Detect":
             c2, c3 = max(16, c_in[0] // 4, 64), max(c_in[0], min(d["nc"], 100))
             per_level = 9 * (c2 * c2 + c3 * c3) + 64 * c2 + c3 * d["nc"]

@@ -115,9 +115,11 @@ class DualErrorYOLO(DetectionModel):
 
 def install_dual_error(model: nn.Module, settings: DualErrorSettings) -> nn.Module:
     """Give every ultralytics Conv its own DualErrorReLU; fail if another nonlinearity remains."""
-    from ultralytics.nn.modules import Conv
+    from ultralytics.nn.modules import SPPF, Conv
 
     for m in model.modules():
+        if isinstance(m, SPPF):  # YOLOv8 activates cv1 (ultralytics >= 8.3 made it linear): spikes need an activation
+            m.cv1.act = nn.ReLU()
         if isinstance(m, Conv) and not isinstance(m.act, nn.Identity):
             m.act = DualErrorReLU(m.conv.out_channels, settings)
     leftovers = {type(m).__name__ for m in model.modules()

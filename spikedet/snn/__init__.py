@@ -2,8 +2,10 @@
 from .convert import convert, leaky_to_relu, rebuild, reference_ann
 from .engine import SpikingNetwork
 from .layers import ConcatChannels, Integrator, PerStep, SpikeMaxPool, SpikingConv
-from .neurons import SPIKE_MODES, IFNeuron, Static, reset_net
+from .neurons import (NEURON_KINDS, BinaryNeuron, BurstNeuron, Neuron, SignedNeuron, Static, make_neuron,
+                      neuron_kinds, reset_net)
 from .statistics import SpikeMonitor
 
 __all__ = ["convert", "leaky_to_relu", "rebuild", "reference_ann", "SpikingNetwork", "ConcatChannels", "Integrator",
-           "PerStep", "SpikeMaxPool", "SpikingConv", "SPIKE_MODES", "IFNeuron", "Static", "reset_net", "SpikeMonitor"]
+           "PerStep", "SpikeMaxPool", "SpikingConv", "NEURON_KINDS", "BinaryNeuron", "BurstNeuron", "Neuron",
+           "SignedNeuron", "Static", "make_neuron", "neuron_kinds", "reset_net", "SpikeMonitor"]

@@ -57,18 +57,13 @@ def summed_current(conv: nn.Conv2d, x: Counts) -> torch.Tensor:
     return conv._conv_forward(x.x, conv.weight, None if conv.bias is None else conv.bias * x.steps)
 
 
-def concat_counts(xs) -> Counts:
-    if all(x.constant for x in xs):
-        return Counts(torch.cat([x.x for x in xs], 1), xs[0].steps, constant=True)
-    return Counts(torch.cat([x.total() for x in xs], 1), xs[0].steps)
-
-
-def check_burst(network: nn.Module):
-    """The closed form is exact for burst neurons only: refuse any other neuron clearly."""
+def check_exact(network: nn.Module):
+    """The closed form is exact for neurons whose count does not depend on when input arrived (burst ones):
+    refuse any other neuron clearly."""
     from ..errors import SpikedetError
-    from .neurons import IFNeuron
+    from .neurons import Neuron
 
-    others = sorted({m.spikes for m in network.modules() if isinstance(m, IFNeuron) and m.spikes != "burst"})
+    others = sorted({m.kind for m in network.modules() if isinstance(m, Neuron) and not m.exact_count})
     if others:
         raise SpikedetError(f"the closed form is exact only for burst neurons; this network has {', '.join(others)} "
                             "neurons, whose counts depend on when their input arrives: simulate it with "

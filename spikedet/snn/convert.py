@@ -1,10 +1,10 @@
 """ANN -> SNN conversion: fold batch-norm, normalize (normalize.py), replace activations by IF neurons.
 
-The converter walks the model's modules (Conv / BatchNorm / activation blocks, max and average pools, zero
-and replicate padding, upsampling, concatenation, the detection head), not one model family, and follows
-ultralytics' layer routing (`f`, `i`, `save`), which the darknet importer also produces. A layer's scale
-lambda comes from the learned clip threshold of a clipping dual-error activation (its exact scale), or else
-from a percentile of the ANN's activations over calibration images.
+The converter follows ultralytics' layer routing (`f`, `i`, `save`), which the darknet importer also
+produces, and converts each layer by the table in registry.py (module type -> spiking counterpart and scale
+rule), not by model family. A layer's scale lambda comes from the learned clip threshold of a clipping
+dual-error activation (its exact scale), or else from a percentile of the ANN's activations over calibration
+images.
 """
 import copy
 from typing import Callable, Dict, Iterable, Optional, Union
@@ -17,16 +17,17 @@ from ..defaults import CHOICES, DEFAULTS
 from ..errors import SpikedetError
 from ..model.activation import DualErrorReLU
 from ..model.calibration import LeastErrorObserver, PercentileObserver
+from ..monitor import ActivationMonitor
 from ..routing import routed_input
 from .engine import SpikingNetwork
 from .heads import DecodingHead, SpikingDetect
-from .layers import ConcatChannels, Integrator, PerStep, SpikeMaxPool, SpikingConv
-from .neurons import IFNeuron
+from .layers import Integrator, SpikeMaxPool, SpikingConv
+from .neurons import NEURON_KINDS, Neuron, make_neuron
 from .normalize import fold_batchnorm, normalize_conv
+from .registry import convert_module
 
 NORMALIZATIONS = CHOICES["normalization"]
 LEAKY_MODES = CHOICES["leaky"]
-PER_STEP_OPS = (nn.ZeroPad2d, nn.ReplicationPad2d, nn.Upsample, nn.AvgPool2d, nn.Identity)
 REBUILD = "rebuild"  # a network only rebuilt, its weights to be loaded from a saved SNN
 Observer = Union[PercentileObserver, LeastErrorObserver]
 
@@ -52,18 +53,10 @@ def observe_activations(model: nn.Module, images: torch.Tensor, make_observer: C
                         batch_size: int = 8) -> Dict[nn.Module, Observer]:
     """An observer (calibration.PercentileObserver or LeastErrorObserver) per activation module, fed its outputs
     over the calibration images by hooks."""
-    observers, hooks = {}, []
-    for block in model.modules():
-        act = activation_of(block)
-        if act is not None and act not in observers:
-            observers[act] = make_observer()
-            hooks.append(act.register_forward_hook(lambda m, _, out: observers[m].update(out)))
-    try:
+    observers = {act: make_observer() for act in map(activation_of, model.modules()) if act is not None}
+    with ActivationMonitor(model, lambda _, m: m in observers, lambda _, m, __, out: observers[m].update(out)):
         for k in range(0, len(images), batch_size):
             model(images[k:k + batch_size].float())
-    finally:
-        for h in hooks:
-            h.remove()
     return observers
 
 
@@ -101,14 +94,14 @@ class Converter:
                                    "scale_max": float(lam.max())})
         return lam
 
-    def neuron_for(self, act: nn.Module) -> IFNeuron:
-        slope = getattr(act, "negative_slope", None)
-        if not slope:
-            return IFNeuron(self.v_init, self.reset, spikes=self.spikes)
-        if self.spikes == "signed":
-            raise SpikedetError("leaky ReLU units convert with binary events (Spiking-YOLO's imbalanced threshold) "
-                                "or burst events; or replace them by ReLU (leaky='relu')")
-        return IFNeuron(self.v_init, "subtract", spikes=self.spikes, negative_slope=slope)
+    def neuron_for(self, act: nn.Module) -> Neuron:
+        slope = getattr(act, "negative_slope", None) or None
+        kind = NEURON_KINDS.get(self.spikes)
+        if slope and kind is not None and not kind.leaky_ok:
+            leaky = ", ".join(k for k, c in NEURON_KINDS.items() if c.leaky_ok)
+            raise SpikedetError(f"leaky ReLU units convert with {leaky} neurons (binary: Spiking-YOLO's imbalanced "
+                                "threshold); or replace them by ReLU (leaky='relu')")
+        return make_neuron(self.spikes, self.v_init, "subtract" if slope else self.reset, slope)
 
     def conv_block(self, name: str, block: nn.Module, in_scale: torch.Tensor):
         """A conv(+bn)(+activation) block -> (SpikingConv or Integrator, output scale)."""
@@ -122,70 +115,34 @@ class Converter:
         lam = self.scale_of(name, act, fused.out_channels)
         return SpikingConv(normalize_conv(fused, in_scale, lam), self.neuron_for(act)), lam
 
-    def layer(self, name: str, m: nn.Module, in_scale):
-        """One routed layer -> (spiking layer, output scale)."""
-        from ultralytics.nn.modules import Concat
-
-        if isinstance(m, nn.MaxPool2d):
-            return SpikeMaxPool(m), in_scale
-        if isinstance(m, PER_STEP_OPS):
-            return PerStep(copy.deepcopy(m)), in_scale
-        if isinstance(m, nn.Sequential):  # one routed layer made of several ops (e.g. darknet's padded pool)
-            parts = []
-            for k, part in enumerate(m):
-                converted, in_scale = self.layer(f"{name}.{k}", part, in_scale)
-                parts.append(converted)
-            return nn.Sequential(*parts), in_scale
-        if isinstance(m, Concat):
-            if m.d != 1:
-                raise SpikedetError(f"cannot convert layer {name}: concat along dim {m.d}")
-            return ConcatChannels(), torch.cat(in_scale)
-        return self.conv_block(name, m, in_scale)
-
     def branch(self, name: str, modules: Iterable[nn.Module], in_scale):
         """A head branch (nested Sequentials of conv blocks) -> nn.Sequential ending in an Integrator."""
         layers = []
         for k, m in enumerate(_flatten(modules)):
-            layer, in_scale = self.conv_block(f"{name}.{k}", m, in_scale)
+            layer, in_scale = convert_module(self, f"{name}.{k}", m, in_scale)
             layers.append(layer)
         if not isinstance(layers[-1], Integrator):
             raise SpikedetError(f"head branch {name} must end in a linear (non-spiking) convolution")
         return nn.Sequential(*layers)
 
     def build(self) -> SpikingNetwork:
+        """Every routed layer and the head through the registry's table (registry.py), scales passed along."""
         *body, head = self.model.model
         scales, layers, sources = [], [], []
         x_scale = torch.ones(getattr(self.model, "yaml", {}).get("channels", 3))  # the image: analog current
         analog = []  # per layer: does its output carry an integrator's running sum rather than spikes?
         for m in body:
-            layer, x_scale = self.layer(f"model.{m.i}", m, routed_input(x_scale, m.f, scales))
+            layer, x_scale = convert_module(self, f"model.{m.i}", m, routed_input(x_scale, m.f, scales))
             analog.append(_reads_analog(m, layer, analog))
             layers.append(layer)
             sources.append(m.f)
             scales.append(x_scale)
         meta = {"names": dict(getattr(self.model, "names", {})), "stride": self.model.stride.tolist(),
                 "scales": self.scale_sources}
-        head_scales = routed_input(x_scale, list(head.f), scales)
-        return SpikingNetwork(layers, sources, self.model.save, self.head(head, head_scales), list(head.f), meta)
-
-    def head(self, head: nn.Module, head_scales):
-        """ultralytics' Detect: its branches become spiking; a head with .decode (darknet's YOLO layers) reads
-        the integrating linear convolutions before it and decodes their mean potentials."""
-        from ultralytics.nn.modules import Detect
-
-        if isinstance(head, Detect):
-            if head.end2end:
-                raise SpikedetError("end-to-end (NMS-free) heads are not supported by the converter")
-            return SpikingDetect(
-                head,
-                [self.branch(f"model.{head.i}.cv2.{k}", head.cv2[k], s) for k, s in enumerate(head_scales)],
-                [self.branch(f"model.{head.i}.cv3.{k}", head.cv3[k], s) for k, s in enumerate(head_scales)],
-            )
-        if hasattr(head, "decode"):
-            if any(s is not None for s in head_scales):
-                raise SpikedetError(f"the {type(head).__name__} head must read linear (non-spiking) convolutions")
-            return DecodingHead(head)
-        raise SpikedetError(f"the last layer must be a detection head, got {type(head).__name__}")
+        spiking_head, _ = convert_module(self, f"model.{head.i}", head, routed_input(x_scale, list(head.f), scales))
+        if not isinstance(spiking_head, (SpikingDetect, DecodingHead)):
+            raise SpikedetError(f"the last layer must be a detection head, got {type(head).__name__}")
+        return SpikingNetwork(layers, sources, self.model.save, spiking_head, list(head.f), meta)
 
 
 def _reads_analog(m: nn.Module, layer: nn.Module, analog) -> bool:
@@ -232,7 +189,7 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
         (calibration.LeastErrorObserver; far better at a few steps; needs timesteps).
     percentile: the activation percentile used as scale (100 = max; 99.99 and 99.9 are robust choices).
     v_init: initial membrane potential as a fraction of threshold (0.5 or 0). reset: "subtract" or "zero".
-    spikes: "burst" (default), "signed" or "binary" events (see neurons.IFNeuron); "binary" is the plain IF
+    spikes: "burst" (default), "signed" or "binary" events, or any neurons.NEURON_KINDS; "binary" is the plain IF
         neuron of Spiking-YOLO and the dual-error paper.
     timesteps: the T the network is meant for (default: the dual-error L), recorded in the file.
     leaky: "keep" (leaky ReLU units become leaky neurons) or "relu" (replaced by ReLU first).

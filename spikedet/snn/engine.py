@@ -19,9 +19,9 @@ from torch import nn
 from ..defaults import CHOICES, DEFAULTS
 from ..routing import routed_input, run_routed
 from ..errors import SpikedetError
-from .closed_form import Counts, check_burst
+from .closed_form import Counts, check_exact
 from .layers import SpikeMaxPool, SpikingConv
-from .neurons import IFNeuron, Static, reset_net
+from .neurons import Neuron, Static, reset_net
 
 CODINGS = ("constant", "poisson")
 METHODS = CHOICES["method"]
@@ -63,8 +63,9 @@ class SpikingNetwork(nn.Module):
         return self.head(routed_input(x, self.head_sources, saved))
 
     @property
-    def all_burst(self) -> bool:
-        return all(m.spikes == "burst" for m in self.modules() if isinstance(m, IFNeuron))
+    def all_exact(self) -> bool:
+        """Whether every neuron's count has a closed form whatever the order its input arrived in (burst)."""
+        return all(m.exact_count for m in self.modules() if isinstance(m, Neuron))
 
     def observed(self) -> bool:
         """Whether something watches the steps: a SpikeMonitor (or any forward hook) on a layer."""
@@ -72,7 +73,7 @@ class SpikingNetwork(nn.Module):
 
     def default_method(self, coding: str = "constant") -> str:
         """"closed-form" for a burst network fed constant current with no monitor attached, else "steps"."""
-        return "closed-form" if self.all_burst and coding == "constant" and not self.observed() else "steps"
+        return "closed-form" if self.all_exact and coding == "constant" and not self.observed() else "steps"
 
     @torch.no_grad()
     def simulate(self, images: torch.Tensor, timesteps: Iterable[int], chunk: int = DEFAULTS["chunk"],
@@ -100,7 +101,7 @@ class SpikingNetwork(nn.Module):
             if coding != "constant":
                 raise SpikedetError("the closed form needs constant-current coding (Poisson input is random per "
                                     "step): simulate with method='steps'")
-            check_burst(self)
+            check_exact(self)
             if self.observed():
                 raise SpikedetError("spike statistics (a SpikeMonitor or forward hooks) need method='steps': the "
                                     "closed form computes no steps")

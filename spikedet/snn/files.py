@@ -15,7 +15,7 @@ from ..model.checkpoint import ann_record, build_ann, check_version
 from ..model.record import check_names, check_state_dict
 from .convert import rebuild
 from .engine import SpikingNetwork
-from .neurons import reset_net
+from .neurons import neuron_kinds, reset_net
 
 SNN_FORMAT = "spikedet-snn"
 SNN_VERSION = 2  # 1: the whole network pickled (spikedet <= 0.1); 2: state dict + rebuild record
@@ -66,7 +66,7 @@ def load_snn(path: Union[str, Path], content: dict = None) -> Tuple[SpikingNetwo
     return snn.eval(), ann
 
 
-OPTION_CHOICES = ("normalization", "scales", "reset", "spikes", "leaky")
+OPTION_CHOICES = ("normalization", "scales", "reset", "leaky")
 
 
 def check_meta(meta, path) -> dict:
@@ -74,12 +74,12 @@ def check_meta(meta, path) -> dict:
     if not isinstance(meta, dict) or not isinstance(meta.get("options"), dict):
         raise fail(path, "damaged SNN file (missing meta, options or weights)")
     options = meta["options"]
-    unknown = set(options) - set(OPTION_CHOICES) - {"percentile", "v_init", "timesteps"}
+    unknown = set(options) - set(OPTION_CHOICES) - {"spikes", "percentile", "v_init", "timesteps"}
     if unknown:
         raise fail(path, f"unknown conversion options {sorted(map(str, unknown))}")
-    for key in OPTION_CHOICES:
-        if options.get(key) not in CHOICES[key]:
-            raise fail(path, f"stored {key} must be one of {CHOICES[key]}, got {options.get(key)!r}")
+    for key, choices in [*((key, CHOICES[key]) for key in OPTION_CHOICES), ("spikes", neuron_kinds())]:
+        if options.get(key) not in choices:
+            raise fail(path, f"stored {key} must be one of {choices}, got {options.get(key)!r}")
     check_stored(path, percentile=options.get("percentile"), v_init=options.get("v_init"),
                  timesteps=options.get("timesteps"))
     check_stored(path, timesteps=meta.get("timesteps"), imgsz=meta.get("imgsz"))

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .closed_form import Counts, concat_counts, summed_current
-from .neurons import IFNeuron, MemoryModule, Static, apply_per_step, fold_time, unfold_time
+from .closed_form import Counts, summed_current
+from .neurons import MemoryModule, Neuron, Static, apply_per_step, fold_time, unfold_time
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Pooled:
 class SpikingConv(nn.Module):
     """A convolution (batch-norm folded, weights normalized) driving IF neurons."""
 
-    def __init__(self, conv: nn.Conv2d, neuron: IFNeuron):
+    def __init__(self, conv: nn.Conv2d, neuron: Neuron):
         super().__init__()
         self.conv, self.neuron = conv, neuron
 
@@ -113,7 +113,7 @@ class SpikeMaxPool(MemoryModule):
 
 
 class PerStep(nn.Module):
-    """A stateless linear spatial op (zero-pad, nearest upsample, average pool) applied to every step."""
+    """A stateless linear op (zero-pad, nearest upsample, average pool, channel slice) applied to every step."""
 
     def __init__(self, op: nn.Module):
         super().__init__()
@@ -125,14 +125,56 @@ class PerStep(nn.Module):
         return apply_per_step(self.op, x)
 
 
+def joint(fn, xs):
+    """A linear, bias-free op of several (B, C, H, W) maps applied to chunks, constant currents or counts: once
+    to constant currents, to every step of a chunk (a constant input expanded to the chunk's steps), and to
+    summed counts as it applies to every step."""
+    if isinstance(xs[0], Counts):
+        if all(x.constant for x in xs):
+            return Counts(fn([x.x for x in xs]), xs[0].steps, constant=True)
+        return Counts(fn([x.total() for x in xs]), xs[0].steps)
+    if all(isinstance(x, Static) for x in xs):
+        return Static(fn([x.x for x in xs]), xs[0].steps)
+    steps = next(x.shape[0] for x in xs if not isinstance(x, Static))
+    full = [x.x.unsqueeze(0).expand(steps, *x.x.shape) if isinstance(x, Static) else x for x in xs]
+    return unfold_time(fn([fold_time(x) for x in full]), steps)
+
+
 class ConcatChannels(nn.Module):
-    """Concatenate feature maps along channels (dim 2 of a (t, B, C, H, W) chunk)."""
+    """Concatenate feature maps along channels."""
 
     def forward(self, xs):
-        if isinstance(xs[0], Counts):
-            return concat_counts(xs)
-        if all(isinstance(x, Static) for x in xs):
-            return Static(torch.cat([x.x for x in xs], 1), xs[0].steps)
-        steps = next(x.shape[0] for x in xs if not isinstance(x, Static))
-        full = [x.x.unsqueeze(0).expand(steps, *x.x.shape) if isinstance(x, Static) else x for x in xs]
-        return torch.cat(full, 2)
+        return joint(lambda maps: torch.cat(maps, 1), xs)
+
+
+class WeightedSum(nn.Module):
+    """A residual add of spike trains brought to one scale: the first input's events pass as they are, the
+    second's are weighted per channel by its scale over the first's (lambda_b / lambda_a), so the sum, in units
+    of lambda_a, is the ANN's a + b. A second input with fewer channels adds to the first's leading channels
+    (darknet's partial residuals)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight.float().view(-1, 1, 1))
+
+    def add(self, maps):
+        a, b = maps
+        c = b.shape[1]
+        return torch.cat([a[:, :c] + b * self.weight, a[:, c:]], 1) if c < a.shape[1] else a + b * self.weight
+
+    def forward(self, xs):
+        return joint(self.add, xs)
+
+
+class ChannelSlice(nn.Module):
+    """Channels [start, stop) of a map (ultralytics' C2f splits its first convolution's output in two)."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def extra_repr(self):
+        return f"start={self.start}, stop={self.stop}"
+
+    def forward(self, x):
+        return x[:, self.start:self.stop]

@@ -1,23 +1,18 @@
-"""Integrate-and-fire neurons, simulated a chunk of time steps at a time.
+"""Integrate-and-fire neuron kinds, simulated a chunk of time steps at a time.
 
 A chunk is either a `Static` input (the same current at every step: the image under constant-current
 coding) or a tensor shaped (t, B, C, H, W) holding t consecutive steps. State (membrane potentials, spike
 counts) lives in the module as registered memories, carried from one chunk to the next until `reset()`, as
 in SpikingJelly's multi-step mode, so memory is bounded by the chunk length, not by T.
 """
-import functools
-import os
-import warnings
 from dataclasses import dataclass
+from typing import Dict, Optional, Type
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..defaults import CHOICES
-
-SPIKE_MODES = CHOICES["spikes"]
-RESET_MODES = CHOICES["reset"]
+from . import fused
 
 
 @dataclass
@@ -68,51 +63,116 @@ def reset_net(module: nn.Module):
             m.reset()
 
 
-class IFNeuron(MemoryModule):
-    """Integrate-and-fire neurons with unit threshold and reset by subtraction (or to zero).
+NEURON_KINDS: Dict[str, Type["Neuron"]] = {}  # kind name (the `spikes` option, stored in SNN files) -> class
 
-    Per step: v += I_t, then the neuron emits s_t and v -= s_t. v starts at v_init (0.5, half threshold,
-    centres the quantization error; or 0). What s_t may be:
 
-    - "binary": 1 where v >= 1, else 0 (Spiking-YOLO, the dual-error paper). Its count after T steps
-      depends on when input arrives: in deep layers early spikes later input does not support, and input
-      arriving too late to be answered, are the "unevenness error".
-    - "signed": also -1 where v < 0 and the neuron has a spike to take back (signed spikes, Fast-SNN, Hu et
-      al. 2023; TerMapping's double threshold, Yu et al. 2020): over-firing is corrected.
-    - "burst": s_t = floor(v), an integer event standing for that many spikes (burst / augmented spikes,
-      Li & Zeng 2022; AugMapping, Yu et al. 2020), kept so that 0 <= net count <= steps so far. After T
-      steps the net count is exactly clip(floor(total input + v_init), 0, T): the dual-error activation
-      with L = T, whatever the order in which the input arrived.
+def neuron_kinds() -> tuple:
+    return tuple(NEURON_KINDS)
 
-    negative_slope = alpha: neurons for leaky ReLU. "binary" is then the signed neuron of Spiking-YOLO with
-    the imbalanced threshold: it also fires -1 when v <= -1/alpha, and v += 1/alpha. "burst" keeps the net
-    count at clip(floor(leaky(total input) + v_init), -t, t): the leaky activation quantized to 1/T.
-    Synaptic operations count |s_t|: a burst of k costs what k spikes cost.
+
+def make_neuron(kind: str, v_init: float = 0.5, reset: str = "subtract",
+                negative_slope: Optional[float] = None) -> "Neuron":
+    """The neuron of a kind by its name (a conversion option), or ValueError naming the known kinds."""
+    if kind not in NEURON_KINDS:
+        raise ValueError(f"spikes must be one of {neuron_kinds()}, got {kind!r}")
+    return NEURON_KINDS[kind](v_init, reset, negative_slope)
+
+
+class Neuron(MemoryModule):
+    """An integrate-and-fire neuron with unit threshold (weights are normalized, normalize.py): per step it
+    charges (v += I_t), fires an event s_t and resets (v -= s_t), with v starting at v_init (0.5, half the
+    threshold, centres the quantization error; or 0). A kind is a subclass: its three steps, and what the
+    engine, the closed form, the converter and the exporters ask of it (the class attributes below), so no
+    code outside this module compares kind names. Subclassing registers the kind under `kind`.
+
+    negative_slope = alpha makes a neuron for leaky ReLU units (kinds with leaky_ok only). Synaptic operations
+    count |s_t|: a burst of k costs what k spikes cost.
     """
 
-    def __init__(self, v_init: float = 0.5, reset: str = "subtract", spikes: str = "binary",
-                 negative_slope: float = None):
+    kind: str = ""  # the name of the `spikes` conversion option
+    leaky_ok = False  # has a variant for leaky ReLU units (negative_slope)
+    resets = ("subtract",)  # reset modes it supports: "subtract" (the residue is kept) or "zero"
+    multi_events = False  # may emit more than one spike per step
+    negative_events = False  # may emit negative events (leaky neurons always do)
+    exact_count = False  # count() is its net count after T steps whatever the order its input arrived in
+    counts_in_step = False  # fire() reads and updates the net count at every step
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            NEURON_KINDS[cls.kind] = cls
+
+    def __init__(self, v_init: float = 0.5, reset: str = "subtract", negative_slope: Optional[float] = None):
         super().__init__()
-        if reset not in RESET_MODES:
-            raise ValueError(f"reset must be one of {RESET_MODES}, got {reset!r}")
-        if spikes not in SPIKE_MODES:
-            raise ValueError(f"spikes must be one of {SPIKE_MODES}, got {spikes!r}")
-        if (spikes != "binary" or negative_slope is not None) and reset != "subtract":
-            raise ValueError("signed, burst and leaky neurons need reset by subtraction")
-        if negative_slope is not None and not (0 < negative_slope < 1 and spikes != "signed"):
-            raise ValueError("leaky neurons need 0 < negative_slope < 1 and binary (Spiking-YOLO's imbalanced "
-                             "threshold) or burst events")
-        self.v_init, self.reset_mode, self.spikes = float(v_init), reset, spikes
-        self.negative_slope = negative_slope
+        if reset not in self.resets:
+            raise ValueError(f"{self.kind} neurons reset by {' or '.join(self.resets)}, not {reset!r}")
+        if negative_slope is not None and not (self.leaky_ok and 0 < negative_slope < 1 and reset == "subtract"):
+            raise ValueError(f"leaky neurons need 0 < negative_slope < 1, reset by subtraction and a kind with a "
+                             f"leaky variant ({', '.join(k for k, c in NEURON_KINDS.items() if c.leaky_ok)}), "
+                             f"got {self.kind} with {negative_slope!r}")
+        self.v_init, self.reset_mode, self.negative_slope = float(v_init), reset, negative_slope
+        self.negative_events = self.negative_events or negative_slope is not None
         self.register_memory("v", None)  # membrane potential, created at the first chunk's shape
         self.register_memory("net", None)  # net spike count so far
         self.register_memory("steps", 0)
         self.register_memory("constant_input", True)  # every chunk so far was a Static current
 
     def extra_repr(self):
-        return (f"v_init={self.v_init}, reset={self.reset_mode}, spikes={self.spikes}, "
-                f"negative_slope={self.negative_slope}")
+        return f"v_init={self.v_init}, reset={self.reset_mode}, negative_slope={self.negative_slope}"
 
+    # ----- the step, in place on the state: v (membrane), s (this step's events), net (count so far)
+    def step_params(self) -> dict:
+        """What the kind's step needs besides the state (constants: the fused step is compiled per value)."""
+        return {}
+
+    @staticmethod
+    def neuronal_charge(v, x, **params):
+        v.add_(x)
+
+    @staticmethod
+    def neuronal_fire(v, s, net, **params):
+        raise NotImplementedError
+
+    @staticmethod
+    def neuronal_reset(v, s, **params):
+        v.sub_(s)
+
+    @classmethod
+    def step(cls, v, x, s, net, **params):
+        cls.neuronal_charge(v, x, **params)
+        cls.neuronal_fire(v, s, net, **params)
+        cls.neuronal_reset(v, s, **params)
+
+    # ----- closed forms
+    def exact_if_constant(self) -> bool:
+        """Whether count() is the net count while the input has been one constant current since reset."""
+        return self.exact_count
+
+    def count(self, total: torch.Tensor, t) -> torch.Tensor:
+        """The quantized activation: clip(floor(total + v_init), 0, t), leaky: clip(floor(leaky(total) +
+        v_init), -t, t). The net count after t steps whose input summed to `total`, where exact."""
+        if self.negative_slope is None:
+            return torch.minimum(torch.floor(total + self.v_init).clamp(min=0), t)
+        leaky = torch.where(total >= 0, total, self.negative_slope * total)
+        return torch.maximum(torch.minimum(torch.floor(leaky + self.v_init), t), -t)
+
+    def counts(self, total: torch.Tensor, steps: int) -> torch.Tensor:
+        """count() after `steps` steps computed in place in `total` (the closed form, closed_form.py: the same
+        values; leaky_relu is the where() above, clamp the minimum and maximum), no state."""
+        if not self.exact_count:
+            raise ValueError(f"the closed form is exact only for neurons whose count does not depend on when their "
+                             f"input arrived (burst ones), not for {self.kind} ones")
+        if self.negative_slope is None:
+            return total.add_(self.v_init).floor_().clamp_(0, steps)
+        return F.leaky_relu(total, self.negative_slope, inplace=True).add_(self.v_init).floor_().clamp_(-steps, steps)
+
+    def monotone_in_constant_current(self) -> bool:
+        """Whether, fed one constant current since reset, the count after every step is a non-decreasing
+        function of that current (count() of t * x): then the max of several neurons' counts is the count of
+        the neuron with the largest current (layers.SpikingConv.fire_pooled)."""
+        return self.constant_input and self.exact_if_constant()
+
+    # ----- a chunk of steps
     def forward(self, current) -> torch.Tensor:
         static = isinstance(current, Static)
         steps = current.steps if static else current.shape[0]
@@ -120,51 +180,30 @@ class IFNeuron(MemoryModule):
             first = current.x if static else current[0]
             self.v, self.net = torch.full_like(first, self.v_init), torch.zeros_like(first)
         self.constant_input = self.constant_input and static
-        if self.spikes == "burst":
-            return self._burst(current, steps)
-        if self.constant_input and self.reset_mode == "subtract" and self.negative_slope is None:
-            return self._burst(current, steps)  # constant input: binary and signed counts equal the burst's
+        if self.exact_count or (self.constant_input and self.exact_if_constant()):
+            return self._cumulative(current, steps)
         return self._step_loop(current, steps)
 
     def _step_loop(self, current, steps: int) -> torch.Tensor:
-        """Step by step, updating the state in place and writing each step's spikes straight into the output.
+        """Step by step, updating the state in place and writing each step's events straight into the output.
         Large layers take the fused step (one pass over memory per step) where torch.compile works here."""
         static = isinstance(current, Static)
         out = torch.empty((steps, *self.v.shape), dtype=self.v.dtype, device=self.v.device)
-        v = self.v  # the neuron's own tensor (created here or by _burst), updated in place
-        signed = self.spikes == "signed"
-        net = self.net.clone() if signed else None  # signed spikes need the count so far at every step
-        options = self.step_options()
-        step = fused_step(options, v) if v.numel() >= FUSED_MIN_NUMEL else None
-        if step is None:
-            negative = torch.empty_like(v) if self.negative_slope is not None else None
-            step = functools.partial(eager_step, negative=negative, **options)
+        v = self.v  # the neuron's own tensor (created here or by _cumulative), updated in place
+        net = self.net.clone() if self.counts_in_step else None
+        params = self.step_params()
+        step = fused.fused_step(type(self), params, v) if v.numel() >= fused.FUSED_MIN_NUMEL else None
+        step = step or (lambda *state: self.step(*state, **params))
         for k in range(steps):
             step(v, current.x if static else current[k], out[k], net)
         self.v, self.steps = v, self.steps + steps
-        self.net = net if signed else self.net + out.sum(0)
+        self.net = net if self.counts_in_step else self.net + out.sum(0)
         return out
 
-    def monotone_in_constant_current(self) -> bool:
-        """Whether, fed one constant current since reset, the count after every step is a non-decreasing
-        function of that current (the burst closed form, t * x then burst_count): then the max of several
-        neurons' counts is the count of the neuron with the largest current (layers.SpikingConv.fire_pooled)."""
-        return self.constant_input and (self.spikes == "burst" or (
-            self.reset_mode == "subtract" and self.negative_slope is None))
-
-    def step_options(self) -> dict:
-        slope = self.negative_slope
-        return dict(signed=self.spikes == "signed", reset_zero=self.reset_mode == "zero",
-                    threshold=None if slope is None else -1.0 / slope,
-                    give_back=None if slope is None else give_back(slope))
-
-    def _burst(self, current, steps: int) -> torch.Tensor:
-        """Burst events in closed form: the net count after step t is the quantized activation of the input
-        summed so far, so a whole chunk is one cumulative sum, with no loop over steps.
-
-        It is also the count of binary and signed neurons while the input has been one constant since reset
-        (then v never goes below its start, no spike is taken back and none would be above 1 per step).
-        """
+    def _cumulative(self, current, steps: int) -> torch.Tensor:
+        """Events from count(): the net count after step t is the count of the input summed so far, so a whole
+        chunk is one cumulative sum, with no loop over steps (exact_count, or exact_if_constant while the
+        input has been one constant since reset)."""
         like = current.x if isinstance(current, Static) else current[0]
         t = torch.arange(self.steps + 1, self.steps + steps + 1, dtype=like.dtype, device=like.device)
         t = t.view(-1, *([1] * like.dim()))
@@ -174,110 +213,75 @@ class IFNeuron(MemoryModule):
             total = (self.v + self.net - self.v_init) + (t - self.steps) * current.x
         else:
             total = (self.v + self.net - self.v_init) + current.cumsum(0)
-        counts = self.burst_count(total, t)
+        counts = self.count(total, t)
         out = torch.diff(counts, dim=0, prepend=self.net.unsqueeze(0))
         self.steps += steps
         self.net = counts[-1]
         self.v = self.v_init + total[-1] - self.net
         return out
 
-    def burst_count(self, total: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """A burst neuron's net count after t steps whose input summed to `total`: the quantized activation."""
-        if self.negative_slope is None:
-            return torch.minimum(torch.floor(total + self.v_init).clamp(min=0), t)
-        leaky = torch.where(total >= 0, total, self.negative_slope * total)
-        return torch.maximum(torch.minimum(torch.floor(leaky + self.v_init), t), -t)
 
-    def counts(self, total: torch.Tensor, steps: int) -> torch.Tensor:
-        """The closed form (closed_form.py): burst_count after `steps` steps, computed in place in `total`
-        (the same values: leaky_relu is the where() above, clamp the minimum and maximum), no state."""
-        if self.spikes != "burst":
-            raise ValueError(f"the closed form is exact only for burst neurons, not {self.spikes!r} ones")
-        if self.negative_slope is None:
-            return total.add_(self.v_init).floor_().clamp_(0, steps)
-        return F.leaky_relu(total, self.negative_slope, inplace=True).add_(self.v_init).floor_().clamp_(-steps, steps)
+class BinaryNeuron(Neuron):
+    """One unit event where v >= 1 (Spiking-YOLO, the dual-error paper). Its count after T steps depends on
+    when input arrives: in deep layers early spikes later input does not support, and input arriving too late
+    to be answered, are the "unevenness error". Fed one constant current (the image) with reset by
+    subtraction, it fires what the burst neuron fires.
+
+    Leaky (negative_slope = alpha): Spiking-YOLO's imbalanced threshold, also -1 where v <= -1/alpha, and then
+    v += 1/alpha.
+    """
+
+    kind, leaky_ok, resets = "binary", True, ("subtract", "zero")
+
+    def exact_if_constant(self) -> bool:
+        return self.reset_mode == "subtract" and self.negative_slope is None
+
+    def step_params(self) -> dict:
+        slope = self.negative_slope
+        return dict(reset_zero=self.reset_mode == "zero", threshold=None if slope is None else -1.0 / slope,
+                    give_back=None if slope is None else give_back(slope))
+
+    @staticmethod
+    def neuronal_fire(v, s, net, threshold=None, **params):
+        torch.ge(v, 1.0, out=s)
+        if threshold is not None:
+            s.sub_((v <= threshold).to(v.dtype))
+
+    @staticmethod
+    def neuronal_reset(v, s, reset_zero=False, threshold=None, give_back=None):
+        if threshold is not None:  # a +1 event takes 1 from v, a -1 event gives 1/alpha back
+            torch.where(s < 0, v + give_back, v - s, out=v)
+        elif reset_zero:
+            v.mul_(1.0 - s)
+        else:
+            v.sub_(s)
 
 
-# ----- one neuron step: eager (in place) and fused
-def eager_step(v, x, s, net, signed: bool, reset_zero: bool, threshold, give_back, negative=None):
-    """One IF step in place: v += x, spikes into s (the same float operations, in the same order, as
-    v = v + x; s = v >= 1; v = v - s, with each intermediate written over the last)."""
-    v.add_(x)
-    torch.ge(v, 1.0, out=s)
-    if signed:  # take a spike back where v < 0 and the neuron has one to take back
+class SignedNeuron(BinaryNeuron):
+    """Also -1 where v < 0 and the neuron has a spike to take back (signed spikes, Fast-SNN, Hu et al. 2023;
+    TerMapping's double threshold, Yu et al. 2020): over-firing is corrected."""
+
+    kind, leaky_ok, resets, negative_events, counts_in_step = "signed", False, ("subtract",), True, True
+
+    @staticmethod
+    def neuronal_fire(v, s, net, **params):
+        torch.ge(v, 1.0, out=s)
         s.sub_(((v < 0) & (net > 0)).to(v.dtype))
         net.add_(s)
-    if threshold is not None:  # leaky: a +1 spike takes 1 from v, a -1 spike (v <= -1/alpha) gives 1/alpha back
-        torch.le(v, threshold, out=negative)
-        v.sub_(s).add_(negative, alpha=give_back)
-        s.sub_(negative)
-    elif reset_zero:
-        v.mul_(1.0 - s)
-    else:
-        v.sub_(s)
 
 
-def fused_if_step(v, x, s, net, signed: bool, reset_zero: bool, threshold, give_back):
-    """eager_step written functionally for torch.compile: one kernel, one pass over memory."""
-    v_new = v + x
-    spike = (v_new >= 1.0).to(v.dtype)
-    if signed:
-        spike = spike - ((v_new < 0) & (net > 0)).to(v.dtype)
-        net.copy_(net + spike)
-    if threshold is not None:
-        negative = (v_new <= threshold).to(v.dtype)
-        v.copy_(v_new - spike + negative * give_back)
-        spike = spike - negative
-    elif reset_zero:
-        v.copy_(v_new * (1.0 - spike))
-    else:
-        v.copy_(v_new - spike)
-    s.copy_(spike)
+class BurstNeuron(Neuron):
+    """s_t = the integer event that keeps the net count at count(input summed so far): floor(v) events at
+    once, kept within 0 <= net count <= steps so far (burst / augmented spikes, Li & Zeng 2022; AugMapping,
+    Yu et al. 2020). After T steps the net count is exactly clip(floor(total input + v_init), 0, T): the
+    dual-error activation with L = T, whatever the order in which the input arrived. Leaky: the net count is
+    clip(floor(leaky(total input) + v_init), -t, t), the leaky activation quantized to 1/T. Every chunk is one
+    cumulative sum of count() (Neuron._cumulative), so it needs no per-step fire."""
+
+    kind, leaky_ok, multi_events, exact_count = "burst", True, True, True
 
 
 def give_back(slope: float) -> float:
     """1/alpha as the float32 division computes it: `negative / alpha` for negative = 1, so adding it (exactly,
     times 0 or 1) equals the division."""
     return float(torch.div(torch.ones(64), slope)[0])
-
-
-# The fused step (torch.compile, inductor) for layers of at least FUSED_MIN_NUMEL neurons per step: small ones
-# gain little and the test suite pays no compile time. Each kind of step is compiled at its first use and
-# checked against eager_step on a probe; where compiling fails (no C++ compiler, ...) or the probe differs,
-# the eager step is used for good. SPIKEDET_FUSED=0 turns fusion off.
-FUSED_MIN_NUMEL = 1 << 18
-_fused = {"disabled": os.environ.get("SPIKEDET_FUSED", "1") == "0", "compiled": None, "checked": {}}
-
-
-def fused_step(options: dict, like: torch.Tensor):
-    """The compiled step for these options (bound to them), or None where fusion is off or unavailable."""
-    key = tuple(sorted(options.items())) + (like.dtype, like.device.type, like.dim())
-    if _fused["disabled"] or not hasattr(torch, "compile"):
-        return None
-    if key not in _fused["checked"]:
-        try:
-            _fused["compiled"] = _fused["compiled"] or torch.compile(fused_if_step, dynamic=True)
-            step = functools.partial(_fused["compiled"], **options)
-            _fused["checked"][key] = _probe(step, options, like)
-        except Exception as e:  # noqa: BLE001 -- any failure to compile means: no fusion here
-            _fused["disabled"] = True
-            warnings.warn(f"fused neuron step unavailable ({type(e).__name__}: {str(e)[:200]}); "
-                          "using the eager step")
-            return None
-        if not _fused["checked"][key]:
-            warnings.warn("the fused neuron step differs from the eager step here; using the eager step")
-    return functools.partial(_fused["compiled"], **options) if _fused["checked"][key] else None
-
-
-def _probe(step, options: dict, like: torch.Tensor) -> bool:
-    """Two steps on random currents (both spike kinds, boundaries included): fused == eager, bit for bit."""
-    g = torch.Generator().manual_seed(0)
-    shape = (2, 3, 16, 32)[-like.dim():] if like.dim() <= 4 else (2, 3, 16, 32) + (2,) * (like.dim() - 4)
-    x = (torch.randn((2, *shape), generator=g) * 8).round(decimals=1).to(like.dtype).to(like.device)
-    states = []
-    for fn in (step, functools.partial(eager_step, negative=torch.empty_like(x[0]), **options)):
-        v, net, out = torch.full_like(x[0], 0.5), torch.zeros_like(x[0]), torch.empty_like(x)
-        for k in range(len(x)):
-            fn(v, x[k], out[k], net)
-        states.append((v, net, out))
-    return all(torch.equal(a, b) for a, b in zip(*states))

@@ -5,8 +5,9 @@ counts as k spikes. E_SNN = E_MAC * MACs(analog input layers) + E_AC * sum SOP, 
 """
 from collections import defaultdict
 
+from ..monitor import ActivationMonitor
 from .layers import Integrator, SpikingConv
-from .neurons import IFNeuron, Static
+from .neurons import Neuron, Static
 
 # Energy per operation, 45 nm CMOS (Horowitz, ISSCC 2014): a 32-bit float multiply-accumulate (3.7 pJ
 # multiply + 0.9 pJ add) for every ANN MAC and for the SNN's analog input layer; one 0.9 pJ add per
@@ -24,38 +25,30 @@ class SpikeMonitor:
         self.layers = {}  # name -> counters, in module order
 
     def __enter__(self):
-        self.handles = []
         for name, m in self.network.named_modules():
             if isinstance(m, (SpikingConv, Integrator)):
                 self.layers[name] = defaultdict(float)
-                self.handles.append(m.register_forward_hook(self._synapse_hook(self.layers[name], m.conv)))
-                if isinstance(m, SpikingConv):
-                    self.handles.append(m.neuron.register_forward_hook(self._spike_hook(self.layers[name])))
+        self.monitor = ActivationMonitor(self.network, lambda name, m: isinstance(m, (SpikingConv, Integrator, Neuron)),
+                                         self._record)
         return self
 
     def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
+        self.monitor.remove()
         return False
 
-    @staticmethod
-    def _synapse_hook(row, conv):
-        fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
-
-        def hook(_, inputs, output):
-            x = inputs[0]
-            row["macs"] = output[0, 0].numel() * fan_in
-            if not isinstance(x, Static):  # spike-driven: count arriving events
-                row["input_events"] += float(x.abs().sum())
-                row["input_neurons"] = x[0, 0].numel()
-        return hook
-
-    @staticmethod
-    def _spike_hook(row):
-        def hook(neuron: IFNeuron, _, output):
+    def _record(self, name: str, m, inputs, output):
+        """A layer: its MACs and the events arriving at its synapses; a neuron: the spikes it emits."""
+        if isinstance(m, Neuron):
+            row = self.layers[name.rsplit(".", 1)[0]]  # the SpikingConv holding it
             row["spikes"] += float(output.abs().sum())
             row["neurons"] = output[0, 0].numel()
-        return hook
+            return
+        row, conv, x = self.layers[name], m.conv, inputs[0]
+        fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+        row["macs"] = output[0, 0].numel() * fan_in
+        if not isinstance(x, Static):  # spike-driven: count arriving events
+            row["input_events"] += float(x.abs().sum())
+            row["input_neurons"] = x[0, 0].numel()
 
     def clear(self):
         """Start counting afresh (e.g. per image)."""
