@@ -25,7 +25,7 @@ from ..darknet import load_darknet
 from ..errors import Interrupted, SpikedetError
 from ..model.checkpoint import save_ann
 from .images import DistillImages, load_batch
-from .losses import _Capture, feature_loss, head_loss, mean_head_loss
+from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss
 from .state import restore_random_states, save_state
 from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
                       mse_scales, set_levels)
@@ -78,7 +78,8 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     teacher_acts, student_acts = leaky_activations(teacher), leaky_activations(student)
     # dropout before the capture hooks, so that the feature loss sees its output
     dropout = QuantDrop(student_acts, s["quant_drop"])
-    capture = (_Capture(teacher_acts), _Capture(student_acts)) if s["feature_weight"] > 0 else None
+    capture = ((LayerOutputs(teacher, teacher_acts), LayerOutputs(student, student_acts)) if s["feature_weight"] > 0
+               else None)
 
     step = saved["step"] if saved else 0
     sums = dict(saved["epoch_sums"]) if saved else {}

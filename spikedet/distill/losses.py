@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpikedetError
+from ..monitor import ActivationMonitor
 from .images import load_batch
 
 
@@ -38,22 +39,21 @@ def head_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch
     return {"loss": loss, **{k: float(v.detach()) for k, v in (("obj", obj), ("box", box), ("cls", cls))}}
 
 
-class _Capture:
-    """Forward hooks that keep each listed module's output (for the feature loss)."""
+class LayerOutputs:
+    """The latest output of each of `modules` (layers of `model`), for the feature loss: spikedet's one
+    activation monitor (spikedet.monitor) with a recorder that keeps the last output per layer."""
 
-    def __init__(self, modules):
-        self.outputs, self.hooks = [None] * len(modules), []
-        for k, m in enumerate(modules):
-            self.hooks.append(m.register_forward_hook(self._hook(k)))
+    def __init__(self, model: torch.nn.Module, modules: Sequence[torch.nn.Module]):
+        slot = {id(m): k for k, m in enumerate(modules)}
+        self.outputs = [None] * len(modules)
 
-    def _hook(self, k):
-        def hook(_, __, out):
-            self.outputs[k] = out
-        return hook
+        def keep(_, module, __, output):
+            self.outputs[slot[id(module)]] = output
+
+        self.monitor = ActivationMonitor(model, lambda _, m: id(m) in slot, keep)
 
     def remove(self):
-        for h in self.hooks:
-            h.remove()
+        self.monitor.remove()
 
 
 def feature_loss(student_feats, teacher_feats, scales) -> torch.Tensor:
