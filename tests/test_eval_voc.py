@@ -350,7 +350,7 @@ def test_ground_truth_errors_name_the_file(tmp_path):
     with pytest.raises(SpikedetError, match=r"b\.xml: no <size>"):
         evaluate_voc(root, "test", [], CLASSES)
     (root / "Annotations" / "b.xml").unlink()
-    with pytest.raises(SpikedetError, match=r"b\.xml: annotation not found"):
+    with pytest.raises(SpikedetError, match=r"b\.xml: not found"):
         evaluate_voc(root, "test", [], CLASSES)
 
 

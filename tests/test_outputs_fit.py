@@ -130,6 +130,6 @@ def test_a_partial_voc_tree_names_the_image_sets_it_can_score(trained, tmp_path)
     shutil.copytree(data["voc"], voc)
     main_sets = voc / "ImageSets" / "Main"
     (main_sets / "test.txt").write_text((main_sets / "test.txt").read_text() + "999999\n")
-    with pytest.raises(SpikedetError, match=r"image set 'test' lists 5 images, 1 of them without an annotation "
-                                            r"here \(first: 999999\); image sets with every annotation here: "):
+    with pytest.raises(SpikedetError, match=r"999999\.xml: not found: image set 'test' lists 5 images, 1 of them "
+                                            r"without an annotation here; image sets with every annotation here: "):
         read_voc(voc, "test")

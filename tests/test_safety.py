@@ -528,10 +528,11 @@ def test_one_stem_two_formats_and_a_video_never_share_an_output(trained, tmp_pat
     assert sorted(found) == keys
     assert found["a.jpg"] == found["a.png"] and found["a.jpg"] == found["a.mpo.jpg"]
     assert found["a.mpo"] == found["clip_000000.jpg"] and len(found["a.jpg"]) > 0
-    images = ["a.jpg", "a.mpo.jpg", "a.mpo~2.jpg", "a.png", "clip.avi/000000.jpg", "clip.avi/000001.jpg",
-              "clip_000000.jpg"]
-    labels = [f"labels/{k}.txt" for k in keys]
-    assert tree(folder) == sorted(images + labels + ["clip.avi", "labels", "labels/clip.avi", "detections.json"])
+    images = ["a.jpg", "a.mpo.jpg", "a.mpo~2.jpg", "a.png", "clip_000000.jpg"]
+    # labels named like ultralytics' (stem.txt), by key where two inputs share a stem; video frames clip_K.txt
+    labels = ["labels/a.txt", "labels/a.mpo.jpg.txt", "labels/a.mpo.txt", "labels/a.png.txt", "labels/clip_0.txt",
+              "labels/clip_1.txt", "labels/clip_000000.txt"]
+    assert tree(folder) == sorted(images + labels + ["clip.avi", "labels", "detections.json"])  # clip.avi: annotated
     for name in images:
         assert cv2.imread(str(folder / name)).shape == (64, 64, 3)
     for path in folder.rglob("*"):  # the user's umask, not the temporary file's 0600
@@ -598,7 +599,7 @@ def test_a_failed_write_leaves_no_temporary_and_keeps_the_old_file(where, error,
 
 def test_temporary_names_are_hidden_from_detect_sources(tmp_path):
     """A write killed outright (SIGKILL) cannot clean up: its .NAME.*.tmp is hidden, and detect skips it."""
-    from spikedet.detect import list_sources
+    from spikedet.sources import list_sources
 
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / ".a.jpg.x1y2.tmp").write_bytes(b"half")

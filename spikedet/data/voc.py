@@ -27,8 +27,9 @@ def _check_split_present(voc_root: Path, split: str, image_ids: List[str]):
                 and _all_annotated(voc_root, p)]
     offer = f"image sets with every annotation here: {', '.join(complete)} (--split NAME)" if complete else \
         "no image set here has all its annotations"
-    raise fail(voc_root, f"image set '{split}' lists {len(image_ids)} images, {len(missing)} of them without an "
-                         f"annotation here (first: {missing[0]}); {offer}")
+    raise fail(voc_root / "Annotations" / f"{missing[0]}.xml",
+               f"not found: image set '{split}' lists {len(image_ids)} images, {len(missing)} of them without an "
+               f"annotation here; {offer}")
 
 
 def _all_annotated(voc_root: Path, split_file: Path) -> bool:
