@@ -193,6 +193,9 @@ class SpikingYOLO:
         memory first (burst neurons; its learned thresholds, else `calibration` images)."""
         check_paths(project=project, calibration=calibration, gt_coco=gt_coco)
         check_values(stream.get("allow_long_t", False), timesteps=timesteps, chunk=stream.get("chunk"))
+        stream.setdefault("conf", DEFAULTS["conf_detect"])
+        stream.setdefault("iou", DEFAULTS["iou_detect"])
+        self.stream_settings(None, **stream)  # the options are checked before the source is read
         items = resolve(source)  # a bad source fails before any work
         if timesteps is not None and not self.is_snn:
             snn = self._as_snn(calibration, stream.get("imgsz"))
@@ -200,8 +203,6 @@ class SpikingYOLO:
                                progress, None, gt_coco, **stream)
         if save_rates and not self.is_snn:
             raise fail(self.source, "firing rates need an SNN (give timesteps to run this ANN as one)")
-        stream.setdefault("conf", DEFAULTS["conf_detect"])
-        stream.setdefault("iou", DEFAULTS["iou_detect"])
         settings = self.stream_settings(None if timesteps is None else [timesteps], **stream)
         if save:
             summary = detect(self.network, source, settings, project, name, save_txt, save_rates,

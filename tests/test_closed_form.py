@@ -215,11 +215,23 @@ def same_detections(a, b, size):
 
 def test_closed_form_gives_the_step_simulations_detections(tmp_path):
     for name, (snn, images) in networks(tmp_path):
+        if name == "yolov8-relu":
+            continue  # the xfail below
         steps = snn.simulate(images, TIMESTEPS, chunk=3, method="steps")
         closed = snn.simulate(images, TIMESTEPS, method="closed-form")
         for t in TIMESTEPS:
             assert torch.allclose(closed[t], steps[t], rtol=1e-4, atol=1e-3), (name, t)
             same_detections(closed[t], steps[t], images.shape[-1])
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21, open: on a random yolov8-relu the closed form and the step "
+                   "simulation differ at T = 8 (5% of the head outputs beyond 1e-4 relative)")
+def test_closed_form_gives_the_step_simulation_on_yolov8_relu():
+    snn, images = random_yolo(config="yolov8-relu")
+    steps = snn.simulate(images, TIMESTEPS, chunk=3, method="steps")
+    closed = snn.simulate(images, TIMESTEPS, method="closed-form")
+    for t in TIMESTEPS:
+        assert torch.allclose(closed[t], steps[t], rtol=1e-4, atol=1e-3), t
 
 
 @pytest.mark.skipif(not (DARKNET / "yolov3-tiny.weights").is_file(), reason="no darknet yolov3-tiny weights")

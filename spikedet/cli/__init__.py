@@ -53,10 +53,10 @@ def main(argv=None):
     except SystemExit as e:  # a command's own parser.error: already printed as one line
         return e.code
     except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        sys.stderr.write(f"interrupted: {e}\n")  # one write: torchrun ranks share the stream
         return e.exit_code
     except SpikedetError as e:
-        print(f"error: {e}", file=sys.stderr)
+        sys.stderr.write(f"error: {e}\n")
         return 2
 
 
