@@ -195,7 +195,8 @@ class SpikingYOLO:
         check_values(stream.get("allow_long_t", False), timesteps=timesteps, chunk=stream.get("chunk"))
         stream.setdefault("conf", DEFAULTS["conf_detect"])
         stream.setdefault("iou", DEFAULTS["iou_detect"])
-        self.stream_settings(None, **stream)  # the options are checked before the source is read
+        # the options are checked before the source is read (an ANN given timesteps is checked once converted)
+        self.stream_settings([timesteps] if timesteps is not None and self.is_snn else None, **stream)
         items = resolve(source)  # a bad source fails before any work
         if timesteps is not None and not self.is_snn:
             snn = self._as_snn(calibration, stream.get("imgsz"))
