@@ -4,7 +4,8 @@ import itertools
 import pytest
 import torch
 
-from spikedet.model.activation import DualErrorReLU, DualErrorSettings, calibrate_thresholds, dual_error
+from spikedet.model.activation import (DualErrorLeakyReLU, DualErrorReLU, DualErrorSettings, calibrate_thresholds,
+                                       dual_error, reset_zero_error)
 from spikedet.model.calibration import PercentileObserver, percentile
 
 
@@ -130,7 +131,8 @@ def test_percentile_matches_torch_quantile():
     assert torch.allclose(percentile(rows, 99.0), torch.quantile(rows, 0.99, dim=1), atol=1e-3)
 
 
-@pytest.mark.parametrize("bad", [{"levels": 0}, {"granularity": "pixel"}, {"lambda_grad": "x"}, {"foo": 1}])
+@pytest.mark.parametrize("bad", [{"levels": 0}, {"granularity": "pixel"}, {"lambda_grad": "x"}, {"foo": 1},
+                                 {"reset": "half"}, {"reset": "zero", "quantize": False}])
 def test_settings_reject_bad_values(bad):
     with pytest.raises(ValueError):
         DualErrorSettings.from_dict(bad)
@@ -154,3 +156,55 @@ def test_gradients_follow_the_per_element_rule_for_every_setting(clip, quantize,
             d_lam = d_lam + torch.where(inside, (y - x) / lam, 0.0)
     assert torch.equal(x.grad, torch.where(inside, g, 0.0))
     assert torch.allclose(lam.grad, (g * d_lam).sum((0, 2, 3)).view(3, 1, 1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("levels", [1, 5, 16, 32])
+def test_reset_zero_forward_is_the_spikedet_reset_to_zero_neurons_count(levels):
+    """reset="zero" trains through the count of spikedet's own binary neuron that resets to zero from 0 (the one
+    NIR export writes), fed the current for L steps: the same values, not a lookalike formula."""
+    from spikedet.snn.neurons import Static, make_neuron
+
+    lam = torch.tensor(1.0)
+    x = torch.linspace(-0.5, 1.5, 2001)
+    period = lam / x.clamp(min=1e-12)
+    x = x[(period - period.round()).abs() > 1e-4]  # off the exact ties, where float accumulation may go both ways
+    neuron = make_neuron("binary", v_init=0.0, reset="zero")
+    count = neuron(Static(x, levels)).sum(0)
+    assert torch.equal(reset_zero_error(x, lam, levels), count * lam / levels)
+    y = reset_zero_error(x * 2.5, lam * 2.5, levels)  # scale-free in lambda
+    assert torch.allclose(y, count * 2.5 / levels)
+
+
+def test_reset_zero_loses_what_subtraction_keeps():
+    """The error it models: above half a threshold the neuron fires every other step, whatever the input."""
+    lam = torch.tensor(1.0)
+    x = torch.tensor([0.55, 0.75, 0.95])
+    assert torch.equal(reset_zero_error(x, lam, 32), torch.full((3,), 0.5))
+    assert torch.allclose(dual_error(x, lam, 32), torch.tensor([18, 24, 30]) / 32)
+
+
+def test_reset_zero_gradients():
+    x = torch.tensor([-0.2, 0.0, 0.3, 1.0, 2.0], requires_grad=True)
+    lam = torch.tensor([1.0], requires_grad=True)
+    y = reset_zero_error(x, lam, 16)
+    y.sum().backward()
+    r = torch.tensor(0.3)
+    slope = 1 / (1 + r / 2) ** 2
+    assert torch.allclose(x.grad, torch.tensor([0.0, 0.0, float(slope), 0.0, 0.0]))
+    y_inside = float(y[2].detach())
+    assert torch.allclose(lam.grad, torch.tensor([y_inside - 0.3 * slope + 1 + 1]), atol=1e-6)
+    # the gradient is that of the smooth rate model r / (1 + r / 2) at r = 0.3
+    r = torch.tensor(0.3, requires_grad=True)
+    (r / (1 + r / 2)).backward()
+    assert torch.isclose(x.grad[2], r.grad)
+
+
+def test_reset_zero_module_and_leaky_refusal():
+    settings = DualErrorSettings(levels=8, reset="zero")
+    unit = DualErrorReLU(2, settings)
+    with torch.no_grad():
+        unit.lam.copy_(torch.tensor([1.0, 2.0]))
+    x = torch.tensor([0.6, 0.6]).view(1, 2, 1, 1)
+    assert unit(x).flatten().tolist() == [0.5, 2 * 2 / 8]  # period 2 -> 4 of 8; period ceil(2 / 0.6) = 4 -> 2 of 8
+    with pytest.raises(ValueError, match="subtraction"):
+        DualErrorLeakyReLU(2, settings)

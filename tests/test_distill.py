@@ -352,3 +352,29 @@ def test_distill_takes_numbers_written_as_yaml_reads_them(files, tmp_path):
                  "--levels", "4,8", "lr=1e-5", "feature_weight=2"]) == 0
     record = torch.load(out, weights_only=True)["distill"]
     assert record["lr"] == 1e-5 and record["feature_weight"] == 2.0 and record["train_levels"] == [4, 8]
+
+
+def test_start_continues_from_a_distilled_checkpoint(files, tmp_path):
+    """start=: the student begins where the checkpoint ended (with a vanishing learning rate it stays there,
+    where a run from the teacher stays at the teacher), the record names it; another teacher's checkpoint, and
+    one whose selection images this run would train on, are refused."""
+    cfg, weights, names, folder = files
+    kw = dict(levels=4, imgsz=32, batch=3, names=names, progress=False)
+    first = distill(weights, cfg, folder, tmp_path / "first.pt", steps=4, lr=5e-2, lam_lr=5e-2, selection=2, **kw)
+    tiny = dict(steps=1, lr=1e-12, lam_lr=1e-12, selection=2)
+    went_on = distill(weights, cfg, folder, tmp_path / "on.pt", start=first, **tiny, **kw)
+    fresh = distill(weights, cfg, folder, tmp_path / "fresh.pt", **tiny, **kw)
+    a, b, c = (torch.load(p, weights_only=True) for p in (first, went_on, fresh))
+    moved = [k for k in a["state_dict"] if a["state_dict"][k].is_floating_point()
+             and not torch.equal(a["state_dict"][k], c["state_dict"][k])]
+    assert moved  # the first run changed the network
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in moved)
+    assert b["distill"]["start"]["file"] == str(first.resolve()) and c["distill"]["start"] is None
+
+    other = tmp_path / "other"
+    other.mkdir()
+    other_weights = write_weights(randomize(DarknetModel(cfg), seed=7), other / "tiny.weights")
+    with pytest.raises(SpikedetError, match="another teacher"):
+        distill(other_weights, cfg, folder, tmp_path / "x.pt", start=first, **tiny, **kw)
+    with pytest.raises(SpikedetError, match="selection images would be trained on"):
+        distill(weights, cfg, folder, tmp_path / "y.pt", start=first, steps=1, **kw)  # selection=0: all trained

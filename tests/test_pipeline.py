@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from spikedet import SpikingYOLO
 from spikedet.cli import main
@@ -143,3 +144,29 @@ def test_torchrun_shards_images_and_scores_as_one_process(trained, tmp_path):
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert one["ann"] == two["ann"] and one["snn"] == two["snn"]
     assert run.stdout.count("SNN T=4") == 1  # only rank 0 reports
+
+
+def test_float_scores_the_checkpoint_with_its_errors_off(trained, tmp_path, capsys):
+    """eval --float scores the network whose dual-error units are plain ReLUs: the detections of the float
+    model built by hand, not those of the dual-error ANN (a one-epoch network: compared on raw outputs)."""
+    from spikedet.distill import set_levels
+
+    data, weights, _ = trained
+    out = tmp_path / "float.json"
+    assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",
+                 "--conf", "0.0", "--float", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["run"]["errors"].startswith("off") and "float" in results["run"]["weights"]["network"]
+    by_hand = SpikingYOLO(weights)
+    set_levels(by_hand.network, None)
+    expected = by_hand.val(gt_coco=data["coco"]["test"], imgsz=64, conf=0.0, progress=False, verbose=False)
+    assert results["ann"] == expected["ann"]
+    x = torch.rand(1, 3, 64, 64)
+    dual = SpikingYOLO(weights).network.eval()
+    with torch.no_grad():
+        assert not torch.allclose(dual(x)[0], by_hand.network.eval()(x)[0])  # the flag changes the network
+    snn = tmp_path / "net.snn.pt"
+    assert main(["convert", "--weights", str(weights), "--output", str(snn), "--imgsz", "64"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(snn), "--gt-coco", str(data["coco"]["test"]), "--float"]) == 2
+    assert "--float scores an ANN checkpoint alone" in capsys.readouterr().err

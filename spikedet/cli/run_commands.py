@@ -92,6 +92,9 @@ def _add_eval_arguments(parser):
                      help="score the SNN against this network instead of its source ANN, e.g. darknet's float "
                           ".weights (with --reference-cfg, or --cfg when --weights is a spikedet file)")
     net.add_argument("--reference-cfg", metavar="CFG", type=checks.existing_file, help="darknet .cfg of --reference")
+    net.add_argument("--float", action="store_true",
+                     help="score a dual-error ANN checkpoint with both errors off (plain (leaky) ReLU units): the "
+                          "float network, what fine-tuning for the SNN cost it")
     _calibration_argument(net)
     net.add_argument("--allow-partial", action="store_true",
                      help="score even when some of the network's classes are not in the ground truth (the scores "
@@ -153,10 +156,21 @@ def _score_network(args):
     from ..eval.report import plot_sweep
 
     args.device = init_from_env(args.device)
-    results = _open(args).val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
-                              args.timesteps, args.max_images, allow_partial=args.allow_partial,
-                              reference=args.reference, reference_cfg=args.reference_cfg,
-                              calibration=args.calibration, batch=args.batch, **_stream_options(args))
+    network = _open(args)
+    if args.float:
+        from ..distill import set_levels
+        from ..errors import fail
+
+        if network.is_snn or args.timesteps or args.reference:
+            raise fail(args.weights, "--float scores an ANN checkpoint alone (no SNN file, --timesteps or "
+                                     "--reference)")
+        set_levels(network.network, None)
+    results = network.val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
+                          args.timesteps, args.max_images, allow_partial=args.allow_partial,
+                          reference=args.reference, reference_cfg=args.reference_cfg,
+                          calibration=args.calibration, batch=args.batch, **_stream_options(args))
+    if results is not None and args.float:
+        results["run"]["errors"] = "off: the float network"
     if results is not None and args.plot:  # None: a torchrun process other than rank 0 (rank 0 reports)
         plot_sweep(results, args.plot, title=f"{args.weights}")
     return results

@@ -72,6 +72,9 @@ def _add_train_arguments(parser):
     de.add_argument("--granularity", choices=CHOICES["granularity"], help="one lambda per layer or per channel")
     de.add_argument("--clip", type=checks.boolean, help="inject the clipping error (true/false)")
     de.add_argument("--quantize", type=checks.boolean, help="inject the quantization error (true/false)")
+    de.add_argument("--reset", choices=CHOICES["reset"], help="the neuron trained for: reset by subtraction from "
+                    "half a threshold (default), or to zero from 0 (NIR's IF neuron; convert with --spikes binary "
+                    "--reset zero --v-init 0)")
     de.add_argument("--relu", action="store_true", help="plain ReLU baseline: --clip false --quantize false")
     kd = parser.add_argument_group("distillation of a darknet network (--distill; labels not needed)")
     kd.add_argument("--distill", action="store_true",
@@ -86,6 +89,9 @@ def _add_train_arguments(parser):
                     help="learn only the thresholds lambda (weights frozen): the calibration baseline")
     kd.add_argument("--init", choices=CHOICES["distill_init"], default=CHOICES["distill_init"][0],
                     help="where lambda starts: least squared error at the levels (mse) or p99.99 (percentile)")
+    kd.add_argument("--start", type=checks.existing_file, metavar="CHECKPOINT",
+                    help="start the student from this distilled checkpoint of the same teacher (its weights and "
+                    "thresholds; a new schedule of steps=N): a longer run without redoing the first")
     kd.add_argument("--augment", choices=CHOICES["distill_augment"], default=CHOICES["distill_augment"][0],
                     help="training views: crops (default), or crops plus mosaics of four and blends of two "
                     "(mosaic_mixup)")
@@ -102,7 +108,7 @@ def _run_train(args, parser):
     if args.levels and len(args.levels) > 1:
         parser.error("--levels takes one value when training (several only with --distill)")
     args.levels = args.levels[0] if args.levels else None
-    dual_error = {k: getattr(args, k) for k in ("levels", "granularity", "clip", "quantize")
+    dual_error = {k: getattr(args, k) for k in ("levels", "granularity", "clip", "quantize", "reset")
                   if getattr(args, k) is not None}
     if args.relu:
         dual_error.update(clip=False, quantize=False)
@@ -124,7 +130,8 @@ def _run_distill(args, parser):
         overrides.setdefault("device", f"cuda:{args.device}" if args.device.isdigit() else args.device)
     options = check_options(overrides)
     if args.resume:
-        given = [f"--{k}" for k in ("weights", "cfg", "images", "output", "data", "pretrained") if getattr(args, k)]
+        given = [f"--{k}" for k in ("weights", "cfg", "images", "output", "data", "pretrained", "start")
+                 if getattr(args, k)]
         if given:
             parser.error(f"--distill --resume continues the run as it was started: {', '.join(given)} not taken")
         result = resume(args.resume, **{k: v for k, v in options.items() if v is not None})
@@ -138,7 +145,7 @@ def _run_distill(args, parser):
                          levels=args.levels or DEFAULTS["levels_distill"], init=args.init, augment=args.augment,
                          epochs=args.epochs or DEFAULTS["epochs_distill"], imgsz=args.imgsz,
                          batch=args.batch or DEFAULTS["batch_distill"], lambda_only=args.lambda_only,
-                         seed=args.seed, names=args.names, **options)
+                         seed=args.seed, names=args.names, start=args.start, **options)
     if result.name.endswith(".last.pt"):
         print(f"distillation state (not finished): {result}")
     else:

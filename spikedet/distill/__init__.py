@@ -75,7 +75,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             float_share: float = DEFAULTS["float_share_distill"],
             quant_drop: float = DEFAULTS["quant_drop_distill"], steps: Optional[int] = None,
             selection: int = 0, select_every: int = 0,
-            save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None) -> Path:
+            save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
+            start: Optional[Source] = None) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
     the float network on `images` (one or several folders, dataset YAMLs (train split, labels ignored) or .txt
     lists of images); writes a spikedet ANN checkpoint to `output` (half precision) and returns its path, or
@@ -95,6 +96,9 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     state (state_path(output)) is saved. max_minutes: stop this session at a step boundary after this much
     wall time (the state is saved; the learning-rate schedule does not depend on it). log: a JSON-lines file
     of per-epoch loss. device: where the networks run (default cpu; e.g. cuda: float32, no mixed precision).
+    start: a checkpoint this function wrote from the same teacher; the student starts from its weights and
+    thresholds (`init` unused) and runs a new schedule of `steps`: a longer run without redoing the first.
+    None of its selection images may be among this run's training images (the measure would see them).
     """
     options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
                                  threads=threads, workers=workers, log=None if log is None else str(log),
@@ -118,6 +122,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             raise fail(path, f"exists ({what}); spikedet does not overwrite it")
     sources = [images] if isinstance(images, (str, Path)) else list(images)
     train, held = split_selection(training_images(sources), options["selection"], seed)
+    started_from = None if start is None else check_start(start, sha256(weights), train)
     steps_per_epoch = max(len(train) // int(batch), 1)
     settings = {
         "weights": str(Path(weights).resolve()), "cfg": str(Path(cfg).resolve()),
@@ -129,7 +134,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         "lambda_only": bool(lambda_only), "lr": options["lr"], "lam_lr": options["lam_lr"], "seed": int(seed),
         "feature_weight": options["feature_weight"], "init": init, "augment": augment,
         "float_share": options["float_share"], "quant_drop": options["quant_drop"],
-        "select_every": options["select_every"],
+        "select_every": options["select_every"], "start": started_from,
     }
     return run(settings, None, max_minutes=options["max_minutes"], threads=options["threads"],
                workers=options["workers"], log=options["log"], progress=progress,
@@ -157,6 +162,27 @@ def resume(state: Source, progress: bool = True, **session) -> Path:
     return run(settings, saved, progress=progress, save_minutes=options.get("save_minutes") or
                DEFAULTS["save_minutes_distill"], **{k: options.get(k) for k in ("max_minutes", "threads", "log")},
                workers=options.get("workers") or 0, device=options.get("device"))
+
+
+def check_start(start: Source, teacher_sha256: str, train: Sequence[Path]) -> dict:
+    """The record of a distilled checkpoint a run starts from ({"file", "sha256"}), or a one-line error: it must
+    be a distillation of the same teacher, and its selection images must stay out of this run's training."""
+    from ..model.checkpoint import load_ann  # a full read and check of the file, as any ANN file gets
+    from ..fileio import load_torch_file
+
+    content = load_torch_file(start)
+    load_ann(start, content)
+    record = content.get("distill")
+    if not isinstance(record, dict) or not isinstance(record.get("teacher"), dict):
+        raise fail(start, "not a distilled checkpoint (start= takes what tools/train.py --distill wrote)")
+    if record["teacher"].get("weights_sha256") != teacher_sha256:
+        raise fail(start, "was distilled from another teacher (its weights_sha256 differs from --weights')")
+    held = {str(p) for p in record.get("selection_images") or [] if isinstance(p, str)}
+    seen = sorted(held & {str(p) for p in train})
+    if seen:
+        raise fail(start, f"{len(seen)} of its selection images would be trained on here, e.g. {seen[0]} (use "
+                          "its sources, seed and selection=N, which hold the same images out)")
+    return {"file": str(Path(start).resolve()), "sha256": sha256(start)}
 
 
 def _check_settings(settings: dict, path) -> None:

@@ -23,7 +23,7 @@ from ultralytics.utils import TQDM
 
 from ..darknet import load_darknet
 from ..errors import Interrupted, SpikedetError
-from ..model.checkpoint import save_ann
+from ..model.checkpoint import load_ann, save_ann
 from .images import DistillImages, load_batch
 from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss
 from .state import restore_random_states, save_state
@@ -53,16 +53,20 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
         p.requires_grad_(False)
 
     calibration = train[:CALIBRATION_COUNT]
+    start = _start_student(s.get("start")) if not saved else None
     if saved:
         scales = [t.to(device) for t in saved["initial_scales"]]
+    elif start is not None:
+        _say(progress, f"distill: starting from {s['start']['file']}")
+        scales = [act.lam.detach().clone().to(device) for act in leaky_activations(start)]
     else:
         _say(progress, f"distill: initial thresholds ({s['init']}) from {len(calibration)} images")
         batch = load_batch(calibration, s["imgsz"]).to(device)
         scales = mse_scales(teacher, batch, s["levels"]) if s["init"] == "mse" else channel_scales(teacher, batch)
     student = make_student(teacher, s["levels"][0], scales)
     student.eval()  # frozen BN statistics; gradients still flow
-    if saved:
-        student.load_state_dict(saved["student"])
+    if saved or start is not None:
+        student.load_state_dict(saved["student"] if saved else start.state_dict())
     lams = [p for n, p in student.named_parameters() if n.endswith(".lam")]
     others = [p for n, p in student.named_parameters() if not n.endswith(".lam")]
     for p in others:
@@ -178,6 +182,18 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     return output
 
 
+def _start_student(start: Optional[dict]):
+    """The network a run starts from (settings["start"]), None for a run from the teacher. Its sha256 is the
+    one checked when the run was set up: a file changed since is refused."""
+    if not start:
+        return None
+    from . import sha256
+
+    if sha256(start["file"]) != start["sha256"]:
+        raise SpikedetError(f"{start['file']}: differs from the checkpoint this run started from (sha256)")
+    return load_ann(start["file"]).float()
+
+
 def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others) -> dict:
     """One optimizer step on batch x; a SpikedetError if the loss or a parameter is no longer finite."""
     float_step = s["float_share"] > 0 and draw_levels.random() < s["float_share"]
@@ -231,7 +247,8 @@ def _record(s: dict, history: list, step: int, minutes: float) -> dict:
         "epochs_done": round(step / s["steps_per_epoch"], 3), "steps": step, "imgsz": s["imgsz"],
         "batch": s["batch"], "lambda_only": s["lambda_only"], "lr": s["lr"], "lam_lr": s["lam_lr"],
         "feature_weight": s["feature_weight"], "float_share": s["float_share"], "quant_drop": s["quant_drop"],
-        "seed": s["seed"], "minutes": minutes, "augment": s["augment"], "views": DistillImages.describe(s["augment"]),
+        "seed": s["seed"], "start": s.get("start"), "minutes": minutes, "augment": s["augment"],
+        "views": DistillImages.describe(s["augment"]),
         "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",
         "history": history,
     }

@@ -10,6 +10,15 @@ which carries both conversion errors: *clipping* (nothing above lambda survives)
 levels). Training the ANN through this function (Bu et al., QCFS, ICLR 2022; the dual-error method of Liu
 et al., 2023) lets it adapt to the errors before conversion. Each error can be switched off; with both off
 the module is a plain ReLU, the baseline of the ablation.
+
+The neuron NIR describes (and chips often build) resets to zero and starts at 0: fed x per step it fires
+every k = ceil(lambda / x) steps, floor(L / k) spikes in L, and the residue above threshold is lost at each
+spike: a rate of 0.6 lambda fires every other step, as 0.5 does. `reset="zero"` trains through that count,
+
+    y = lambda * floor(L / ceil(lambda / x)) / L    (x > 0; 0 otherwise),
+
+so that the ANN learns the neuron it will become (exact for constant input, the first layer; a rate model
+deeper in).
 """
 from dataclasses import asdict, dataclass, fields
 
@@ -32,6 +41,8 @@ class DualErrorSettings:
         normalization at conversion).
     clip / quantize: inject the clipping / the quantization error. Both off = plain ReLU.
     init_percentile: lambda starts at this percentile of the activations seen during calibration.
+    reset: the neuron the ANN is trained for: "subtract" (from lambda / 2, the function above) or "zero"
+        (from 0, the count of the reset-to-zero neuron; both errors on, or both off; ReLU units).
     lambda_grad: gradient of y w.r.t. lambda inside (0, lambda): the rounding residue (y - x) / lambda
         (as in LSQ step-size learning), or zero. Above lambda it is always 1.
     """
@@ -42,6 +53,7 @@ class DualErrorSettings:
     quantize: bool = True
     init_percentile: float = 99.9
     lambda_grad: str = "residue"
+    reset: str = "subtract"
 
     def __post_init__(self):
         """Types and ranges checked, as these settings also come from files."""
@@ -55,6 +67,11 @@ class DualErrorSettings:
         if not all(isinstance(v, bool) for v in (self.clip, self.quantize)):
             raise ValueError(f"dual-error clip and quantize must be true or false, got {self.clip!r}, "
                              f"{self.quantize!r}")
+        if self.reset not in CHOICES["reset"]:
+            raise ValueError(f"dual-error reset must be one of {CHOICES['reset']}, got {self.reset!r}")
+        if self.reset == "zero" and self.clip != self.quantize:
+            raise ValueError("dual-error reset zero models the neuron's count: clip and quantize on (or both off: "
+                             "the float network)")
         if (isinstance(percentile, bool) or not isinstance(percentile, (int, float))
                 or not 0 < percentile <= 100):  # NaN fails the comparison too
             raise ValueError(f"dual-error init_percentile must be in (0, 100], got {percentile!r}")
@@ -85,6 +102,41 @@ def dual_error(x: torch.Tensor, lam: torch.Tensor, levels: int, clip: bool = Tru
     """
     return _DualError.apply(x, lam, int(levels), bool(clip), bool(quantize), lambda_grad == "residue",
                             bool(signed))
+
+
+def reset_zero_error(x: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
+    """y = lambda * floor(L / ceil(lambda / x)) / L for x > 0, else 0: the count of the reset-to-zero neuron.
+
+    Backward: the staircase's mean slope, not 1. Over many steps the neuron's rate r' = 1 / ceil(1 / r) (r =
+    x / lambda) runs about r / (1 + r / 2) (ceil(u) is u + 1/2 on average), whose slope 1 / (1 + r / 2)^2
+    falls from 1 to 4/9 at r = 1: the gradient tells the network that a larger activation buys less. d y / d
+    lambda is LSQ's y / lambda - r * slope inside, 1 above lambda."""
+    return _ResetZeroError.apply(x, lam, int(levels))
+
+
+class _ResetZeroError(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lam, levels):
+        compute = torch.promote_types(x.dtype, torch.float32)
+        xf, lf = x.to(compute), lam.to(compute)
+        period = torch.ceil(lf / xf.clamp(min=torch.finfo(compute).tiny))
+        y = torch.where(xf > 0, torch.floor(levels / period) * (lf / levels), 0.0)
+        ctx.save_for_backward(xf, lf, y)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        xf, lf, y = ctx.saved_tensors
+        g = grad_y.to(xf.dtype)
+        r = xf / lf
+        inside = (xf > 0) & (xf < lf)
+        slope = torch.where(inside, 1.0 / (1.0 + r / 2) ** 2, 0.0)
+        grad_x = (g * slope).to(grad_y.dtype)
+        grad_lam = None
+        if ctx.needs_input_grad[1]:
+            d = torch.where(inside, y / lf - r * slope, (xf >= lf).to(xf.dtype))
+            grad_lam = _sum_to_shape(d * g, lf.shape).to(lf.dtype)
+        return grad_x, grad_lam, None
 
 
 class _DualError(torch.autograd.Function):
@@ -171,6 +223,8 @@ class DualErrorReLU(nn.Module):
         if s.is_relu:
             return torch.relu(x)
         lam = self.threshold().abs().clamp(min=1e-4)  # a threshold must stay positive
+        if s.reset == "zero":  # both errors on (checked by the settings)
+            return reset_zero_error(x, lam, s.levels)
         return dual_error(x, lam, s.levels, s.clip, s.quantize, s.lambda_grad)
 
 
@@ -206,6 +260,8 @@ class DualErrorLeakyReLU(DualErrorReLU):
 
     def __init__(self, channels: int, settings: DualErrorSettings = DualErrorSettings(),
                  negative_slope: float = 0.1):
+        if settings.reset != "subtract":
+            raise ValueError("leaky units need neurons that reset by subtraction (dual-error reset: subtract)")
         super().__init__(channels, settings)
         self.negative_slope = float(negative_slope)
 
