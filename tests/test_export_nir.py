@@ -11,7 +11,7 @@ from spikedet.cli import main
 from spikedet.data.shapes import make_shapes_dataset
 from spikedet.export import nir_problems, sidecar_path
 
-SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov2-tiny-nir-n.pt"
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov2-tiny-nir-rz-n.pt"
 NIR_READY = {"spikes": "binary", "reset": "zero", "v_init": 0.0}
 
 
