@@ -133,6 +133,9 @@ class SpikingYOLO:
         if self.is_snn:
             given["timesteps"] = list(timesteps or [default_timesteps(self.network)])
             check_timesteps(given["timesteps"], allow_long_t, source=None if timesteps else self.source)
+        if given.get("burn_in") and not (self.is_snn and given["burn_in"] < min(given["timesteps"])):
+            raise SpikedetError(f"burn_in {given['burn_in']}: the steps an SNN's read-out leaves out must be fewer "
+                                f"than every T ({'T = ' + str(given.get('timesteps')) if self.is_snn else 'an ANN'})")
         given.setdefault("imgsz", default_imgsz(self.network))
         given.setdefault("batch", DEFAULTS["batch_cpu" if str(given.get("device", "cpu")) == "cpu"
                                            else "batch_gpu"])

@@ -66,6 +66,7 @@ def timesteps(text: str) -> int:
     return integer(1, None, "a number of time steps")(text)
 
 
+burn_in = integer(0, None, "a number of time steps")  # steps the read-out leaves out
 fraction = number(0, 1)  # conf, v_init
 percentile = number(0, 100, low_open=True)
 iou = number(0, 1, low_open=True)
@@ -73,7 +74,7 @@ iou = number(0, 1, low_open=True)
 # Option name -> check, shared by the CLI's argument types and the Python API (check_values).
 OPTION_CHECKS = {"timesteps": timesteps, "imgsz": image_size, "batch": positive, "chunk": positive,
                  "max_images": positive, "calibration_count": positive, "percentile": percentile,
-                 "v_init": fraction, "conf": fraction, "iou": iou}
+                 "v_init": fraction, "conf": fraction, "iou": iou, "burn_in": burn_in}
 
 
 def check_paths(required: bool = False, **paths):

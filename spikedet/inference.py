@@ -97,13 +97,14 @@ def postprocess(raw: torch.Tensor, input_size: int, original_shapes: Sequence, r
 
 @torch.no_grad()
 def run_network(network, batch: torch.Tensor, timesteps: Optional[Sequence[int]] = None,
-                chunk: int = DEFAULTS["chunk"], method: Optional[str] = None) -> Dict[Optional[int], torch.Tensor]:
+                chunk: int = DEFAULTS["chunk"], method: Optional[str] = None,
+                burn_in: int = 0) -> Dict[Optional[int], torch.Tensor]:
     """Raw outputs: {None: ann_output} for an ANN, {T: output} for an SNN at each requested T (method:
-    "steps" or "closed-form"; None: the engine's default for the network)."""
+    "steps" or "closed-form"; None: the engine's default for the network; burn_in: see engine.simulate)."""
     if is_snn(network):
         if not timesteps:
             raise SpikedetError("an SNN needs the time steps to simulate")
-        return network.simulate(batch, timesteps, chunk=chunk, method=method)
+        return network.simulate(batch, timesteps, chunk=chunk, method=method, burn_in=burn_in)
     return {None: network(batch)[0]}
 
 
@@ -120,6 +121,7 @@ class StreamSettings:
     chunk: int = DEFAULTS["chunk"]
     device: str = "cpu"
     method: Optional[str] = None  # SNN: "steps" or "closed-form" (burst networks); None: the engine's default
+    burn_in: int = 0  # SNN: the first steps the read-out leaves out (engine.simulate)
 
 
 def stream(network, frames: Iterable[Tuple[object, np.ndarray]], settings: StreamSettings
@@ -143,7 +145,7 @@ def _run_batch(network, batch, s: StreamSettings, resize: str, iou: float):
     tensor = torch.stack([preprocess(im, s.imgsz, resize) for im in images]).to(s.device)
     shapes = [im.shape for im in images]
     outputs = {key: postprocess(raw.cpu(), s.imgsz, shapes, resize, s.conf, iou)
-               for key, raw in run_network(network, tensor, s.timesteps, s.chunk, s.method).items()}
+               for key, raw in run_network(network, tensor, s.timesteps, s.chunk, s.method, s.burn_in).items()}
     return keys, tensor, outputs
 
 

@@ -98,6 +98,10 @@ def _stream_arguments(parser, conf: float, iou_text: str):
     parser.add_argument("--resize", choices=CHOICES["resize"],
                         help="default: stretch for darknet networks, letterbox for spikedet-trained ones")
     parser.add_argument("--device", type=checks.device, default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--burn-in", type=checks.burn_in, default=0, metavar="K",
+                        help="SNN: read the output out over steps K+1..T only (the head's sum after T minus after K, "
+                             "over T - K): leaves out the start, while deep layers have not yet begun to fire "
+                             "(binary neurons; default 0)")
     parser.add_argument("--method", choices=CHOICES["method"],
                         help="SNN: closed-form (exact shortcut for burst neurons; their default unless spike "
                              "statistics are asked for) or steps (the simulation; the default otherwise)")
@@ -105,7 +109,7 @@ def _stream_arguments(parser, conf: float, iou_text: str):
 
 def _stream_options(args) -> dict:
     return {k: getattr(args, k) for k in ("imgsz", "conf", "iou", "chunk", "resize", "device", "method",
-                                          "allow_long_t")}
+                                          "burn_in", "allow_long_t")}
 
 
 # Subcommands, one block each, in pipeline order.

@@ -78,7 +78,7 @@ class SpikingNetwork(nn.Module):
     @torch.no_grad()
     def simulate(self, images: torch.Tensor, timesteps: Iterable[int], chunk: int = DEFAULTS["chunk"],
                  coding: str = "constant", generator: torch.Generator = None,
-                 method: str = None) -> Dict[int, torch.Tensor]:
+                 method: str = None, burn_in: int = 0) -> Dict[int, torch.Tensor]:
         """Run up to max(timesteps); return {T: decoded predictions (B, 4 + nc, anchors)} for each T.
 
         coding: "constant" feeds the image as the same input current at every step (the standard for
@@ -86,11 +86,16 @@ class SpikingNetwork(nn.Module):
         method: "steps" simulates step by step (chunk steps at a time); "closed-form" (burst networks, constant
         coding) computes the counts after each T in one dense pass per T: the same outputs up to float
         rounding (closed_form.py). None: default_method(coding).
+        burn_in: the read-out at T is the head's sum over steps burn_in+1..T divided by T - burn_in, so that the
+        first steps, while the deeper layers of a binary network have not begun to fire at their rate, do not
+        count (the network still runs T steps).
         Spike statistics: attach a statistics.SpikeMonitor around the call (it needs method="steps").
         """
         wanted = sorted({int(t) for t in timesteps})
         if not wanted or wanted[0] < 1:
             raise ValueError(f"timesteps must be positive integers, got {list(timesteps)}")
+        if not 0 <= int(burn_in) < wanted[0]:
+            raise ValueError(f"burn_in must be in 0..T-1 for every T, got {burn_in} for T = {wanted}")
         if coding not in CODINGS:
             raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
         method = method or self.default_method(coding)
@@ -105,17 +110,20 @@ class SpikingNetwork(nn.Module):
             if self.observed():
                 raise SpikedetError("spike statistics (a SpikeMonitor or forward hooks) need method='steps': the "
                                     "closed form computes no steps")
-            return {t: self.closed_form(images, t) for t in wanted}
-        return self._simulate_steps(images, wanted, chunk, coding, generator)
+            return {t: self.closed_form(images, t, burn_in) for t in wanted}
+        return self._simulate_steps(images, wanted, chunk, coding, generator, int(burn_in))
 
-    def closed_form(self, images: torch.Tensor, steps: int) -> torch.Tensor:
-        """Decoded predictions after `steps` steps of a burst network, from one dense pass (closed_form.py)."""
-        sums = self._chunk(Counts(images, steps, constant=True))
-        return self.head.decode([s.x / steps for s in sums])
+    def closed_form(self, images: torch.Tensor, steps: int, burn_in: int = 0) -> torch.Tensor:
+        """Decoded predictions after `steps` steps of a burst network, from one dense pass (closed_form.py)
+        per read-out time."""
+        sums = [s.x for s in self._chunk(Counts(images, steps, constant=True))]
+        if burn_in:
+            sums = [s - b.x for s, b in zip(sums, self._chunk(Counts(images, burn_in, constant=True)))]
+        return self.head.decode([s / (steps - burn_in) for s in sums])
 
     def _simulate_steps(self, images, wanted: List[int], chunk: int, coding: str,
-                        generator) -> Dict[int, torch.Tensor]:
-        results, done = {}, 0
+                        generator, burn_in: int = 0) -> Dict[int, torch.Tensor]:
+        results, done, before = {}, 0, None  # before: the head's sums after burn_in steps
         pool_first = not self.observed()  # a spike monitor counts every neuron of every layer
         while done < wanted[-1]:
             steps = min(chunk, wanted[-1] - done)
@@ -125,8 +133,13 @@ class SpikingNetwork(nn.Module):
                 x = (torch.rand((steps, *images.shape), generator=generator, device=images.device,
                                 dtype=images.dtype) < images).to(images.dtype)
             running = self._chunk(x, pool_first)
+            if burn_in and done < burn_in <= done + steps:
+                before = [r[burn_in - done - 1].clone() for r in running]
             for t in wanted:
                 if done < t <= done + steps:
-                    results[t] = self.head.decode([r[t - done - 1] / t for r in running])
+                    sums = [r[t - done - 1] for r in running]
+                    if before is not None:
+                        sums = [s - b for s, b in zip(sums, before)]
+                    results[t] = self.head.decode([s / (t - burn_in) for s in sums])
             done += steps
         return results
