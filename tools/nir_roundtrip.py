@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from spikedet import checks  # noqa: E402
 from spikedet.api import SpikingYOLO  # noqa: E402
 from spikedet.errors import SpikedetError  # noqa: E402
 from spikedet.export.compare import round_trip  # noqa: E402
@@ -28,6 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timesteps", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--max-images", type=int, help="only the first N images (by image id)")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--burn-in", type=checks.burn_in, default=0, metavar="K",
+                        help="read both simulations out over steps K+1..T (as spikedet eval --burn-in)")
     parser.add_argument("--allow-approximations", action="store_true", help="as for spikedet export")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -37,12 +40,14 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             nir_path = Path(folder) / "net.nir"
             info = model.export("nir", nir_path, args.allow_approximations)
+            if args.burn_in >= min(args.timesteps):
+                raise SpikedetError(f"burn_in {args.burn_in}: the steps left out must be fewer than every T")
             result = round_trip(model.network, model.ann, nir_path, list(info["outputs"]), truth, args.timesteps,
-                                args.batch)
+                                args.batch, args.burn_in)
     except SpikedetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result["substitutions"] = info["substitutions"]
+    result["substitutions"], result["burn_in"] = info["substitutions"], args.burn_in
     print(format_result(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -15,7 +15,7 @@ from .roundtrip import NorseRun, load_norse
 
 
 def round_trip(snn, ann, nir_path, outputs: Sequence[str], truth: GroundTruth, timesteps: Sequence[int],
-               batch: int = 8) -> dict:
+               batch: int = 8, burn_in: int = 0) -> dict:
     """{"ann": headline, "spikedet": {T: headline}, "norse": {T: headline}, "max_abs_output_diff": {T: ..},
     "spikes": {layer: {"spikedet": n, "norse": n}}} over the ground truth's images (per image spikes)."""
     imgsz, resize = snn.meta["imgsz"], default_resize(snn)
@@ -34,8 +34,8 @@ def round_trip(snn, ann, nir_path, outputs: Sequence[str], truth: GroundTruth, t
             def detect(raw):
                 return postprocess(raw, imgsz, shapes, resize, DEFAULTS["conf_eval"], iou)
             dets["ann"] += detect(ann(x)[0])
-            ours = snn.simulate(x, wanted, method="steps")
-            theirs = {t: snn.head.decode(means) for t, means in norse(x, wanted).items()}
+            ours = snn.simulate(x, wanted, method="steps", burn_in=burn_in)
+            theirs = {t: snn.head.decode(means) for t, means in norse(x, wanted, burn_in).items()}
             for t in wanted:
                 dets[("spikedet", t)] += detect(ours[t])
                 dets[("norse", t)] += detect(theirs[t])

@@ -59,15 +59,19 @@ class NorseRun:
         self.images = 0
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, timesteps: List[int]) -> Dict[int, List[torch.Tensor]]:
-        """{T: [output potential / T, ...]} in self.outputs' order."""
+    def __call__(self, images: torch.Tensor, timesteps: List[int], burn_in: int = 0) -> Dict[int, List[torch.Tensor]]:
+        """{T: [output potential / T, ...]} in self.outputs' order; with burn_in K, (potential after T - after
+        K) / (T - K), spikedet's burn-in read-out."""
         wanted, results, state = sorted(set(timesteps)), {}, None
+        before = [0.0] * len(self.outputs)
         for t in range(1, wanted[-1] + 1):
             _, state = self.module(images, state)
             for name in self.neurons:
                 self.spikes[name] += float(state.cache[_key(name)].sum())
+            if t == burn_in:
+                before = [state.cache[_key(name)].clone() for name in self.outputs]
             if t in wanted:
-                results[t] = [state.cache[_key(name)] / t for name in self.outputs]
+                results[t] = [(state.cache[_key(name)] - b) / (t - burn_in) for name, b in zip(self.outputs, before)]
         self.images += len(images)
         return results
 
