@@ -56,3 +56,25 @@ def test_burn_in_must_leave_steps_to_read(tmp_path, capsys):
     assert main([*run, "--timesteps", "8", "--burn-in", "4", "--name", "ok"]) == 0
     with pytest.raises(SpikedetError, match="burn_in"):
         SpikingYOLO("yolov3-tiny", nc=3, scale="n").predict(folder, burn_in=2, imgsz=64)  # an ANN reads no steps
+
+
+def test_snn_head_loss_of_each_burn_in_is_that_of_its_own_read_out(tmp_path):
+    """tools/burn_in_loss.py's measure: from one simulation, the loss at each K equals head_loss of the SNN read
+    out with burn_in=K (decode=False: the raw maps the teacher's head gives)."""
+    from spikedet.darknet import load_darknet
+    from spikedet.distill import head_loss, load_batch, training_images
+    from spikedet.distill.losses import snn_head_loss
+    from test_distill import make_files
+
+    cfg, weights, names, folder = make_files(tmp_path)
+    teacher = load_darknet(cfg, weights, names).float().eval()
+    paths = training_images(folder)[:4]
+    x = load_batch(paths, 32)
+    snn = convert(teacher, calibration_images=x, spikes="binary")
+    losses = snn_head_loss(snn, teacher, paths, 32, 12, [0, 4, 7], batch=4)
+    with torch.no_grad():
+        target = teacher(x)[1]
+        for k in (0, 4, 7):
+            maps = snn.simulate(x, [12], method="steps", burn_in=k, decode=False)[12]
+            assert losses[k] == pytest.approx(float(head_loss(maps, target, teacher.nc)["loss"]), rel=1e-5)
+    assert len(set(round(v, 6) for v in losses.values())) == 3

@@ -84,3 +84,26 @@ def mean_head_loss(student: torch.nn.Module, teacher: torch.nn.Module, paths: Se
             totals[key] += out[key] * len(chunk)
         count += len(chunk)
     return {key: value / count for key, value in totals.items()}
+
+
+@torch.no_grad()
+def snn_head_loss(snn, teacher: torch.nn.Module, paths: Sequence[Path], imgsz: int, timesteps: int,
+                  burn_ins: Sequence[int], batch: int = 4) -> dict:
+    """{K: head_loss of the SNN's read-out at T = timesteps over steps K+1..T} against the teacher, averaged over
+    the images `paths`: the selection measure for an SNN's read-out (e.g. its burn-in), without labels. One
+    simulation per batch serves every K: the sum over steps K+1..T is T * mean_T - K * mean_K."""
+    wanted = sorted({int(timesteps)} | {int(k) for k in burn_ins if k > 0})
+    if not paths or max(burn_ins) >= timesteps or min(burn_ins) < 0:
+        raise SpikedetError(f"need images and burn-ins in 0..{timesteps - 1}, got {len(paths)} images, {burn_ins}")
+    totals, count = {int(k): 0.0 for k in burn_ins}, 0
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        x = load_batch(chunk, imgsz)
+        target = teacher(x)[1]
+        means = snn.simulate(x, wanted, method="steps", decode=False)
+        t = int(timesteps)
+        for k in totals:
+            maps = [m if not k else (t * m - k * b) / (t - k) for m, b in zip(means[t], means.get(k, means[t]))]
+            totals[k] += float(head_loss(maps, target, teacher.nc)["loss"]) * len(chunk)
+        count += len(chunk)
+    return {k: v / count for k, v in totals.items()}

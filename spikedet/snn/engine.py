@@ -78,7 +78,7 @@ class SpikingNetwork(nn.Module):
     @torch.no_grad()
     def simulate(self, images: torch.Tensor, timesteps: Iterable[int], chunk: int = DEFAULTS["chunk"],
                  coding: str = "constant", generator: torch.Generator = None,
-                 method: str = None, burn_in: int = 0) -> Dict[int, torch.Tensor]:
+                 method: str = None, burn_in: int = 0, decode: bool = True) -> Dict[int, torch.Tensor]:
         """Run up to max(timesteps); return {T: decoded predictions (B, 4 + nc, anchors)} for each T.
 
         coding: "constant" feeds the image as the same input current at every step (the standard for
@@ -88,7 +88,8 @@ class SpikingNetwork(nn.Module):
         rounding (closed_form.py). None: default_method(coding).
         burn_in: the read-out at T is the head's sum over steps burn_in+1..T divided by T - burn_in, so that the
         first steps, while the deeper layers of a binary network have not begun to fire at their rate, do not
-        count (the network still runs T steps).
+        count (the network still runs T steps). decode=False: {T: the head's raw maps (mean input per step)},
+        as the ANN's head gives them before decoding (what distillation losses compare).
         Spike statistics: attach a statistics.SpikeMonitor around the call (it needs method="steps").
         """
         wanted = sorted({int(t) for t in timesteps})
@@ -110,19 +111,20 @@ class SpikingNetwork(nn.Module):
             if self.observed():
                 raise SpikedetError("spike statistics (a SpikeMonitor or forward hooks) need method='steps': the "
                                     "closed form computes no steps")
-            return {t: self.closed_form(images, t, burn_in) for t in wanted}
-        return self._simulate_steps(images, wanted, chunk, coding, generator, int(burn_in))
+            return {t: self.closed_form(images, t, burn_in, decode) for t in wanted}
+        return self._simulate_steps(images, wanted, chunk, coding, generator, int(burn_in), decode)
 
-    def closed_form(self, images: torch.Tensor, steps: int, burn_in: int = 0) -> torch.Tensor:
+    def closed_form(self, images: torch.Tensor, steps: int, burn_in: int = 0, decode: bool = True):
         """Decoded predictions after `steps` steps of a burst network, from one dense pass (closed_form.py)
         per read-out time."""
         sums = [s.x for s in self._chunk(Counts(images, steps, constant=True))]
         if burn_in:
             sums = [s - b.x for s, b in zip(sums, self._chunk(Counts(images, burn_in, constant=True)))]
-        return self.head.decode([s / (steps - burn_in) for s in sums])
+        maps = [s / (steps - burn_in) for s in sums]
+        return self.head.decode(maps) if decode else maps
 
     def _simulate_steps(self, images, wanted: List[int], chunk: int, coding: str,
-                        generator, burn_in: int = 0) -> Dict[int, torch.Tensor]:
+                        generator, burn_in: int = 0, decode: bool = True) -> Dict[int, torch.Tensor]:
         results, done, before = {}, 0, None  # before: the head's sums after burn_in steps
         pool_first = not self.observed()  # a spike monitor counts every neuron of every layer
         while done < wanted[-1]:
@@ -140,6 +142,7 @@ class SpikingNetwork(nn.Module):
                     sums = [r[t - done - 1] for r in running]
                     if before is not None:
                         sums = [s - b for s, b in zip(sums, before)]
-                    results[t] = self.head.decode([s / (t - burn_in) for s in sums])
+                    maps = [s / (t - burn_in) for s in sums]
+                    results[t] = self.head.decode(maps) if decode else maps
             done += steps
         return results
