@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from spikedet import checks  # noqa: E402
 from spikedet.api import SpikingYOLO  # noqa: E402
 from spikedet.darknet import load_darknet  # noqa: E402
+from spikedet.distill.images import selection_images_of  # noqa: E402
 from spikedet.distill.losses import snn_head_loss  # noqa: E402
-from spikedet.errors import SpikedetError, fail  # noqa: E402
-from spikedet.fileio import load_torch_file  # noqa: E402
+from spikedet.errors import SpikedetError  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,13 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--imgsz", type=checks.image_size, default=416)
     args = parser.parse_args(argv)
     try:
-        named = (load_torch_file(args.selection_of).get("distill") or {}).get("selection_images")
-        if not isinstance(named, list) or not all(isinstance(p, str) for p in named):
-            raise fail(args.selection_of, "names no selection images (distill with selection=N)")
-        paths = [Path(p) for p in named[args.first:args.first + args.count]]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise fail(args.selection_of, f"{len(missing)} of its selection images are missing, e.g. {missing[0]}")
+        paths = selection_images_of(args.selection_of)[args.first:args.first + args.count]
         snn = SpikingYOLO(args.snn).network.float().eval()
         teacher = load_darknet(args.cfg, args.teacher).float().eval()
         losses = snn_head_loss(snn, teacher, paths, args.imgsz, args.timesteps, args.burn_in)

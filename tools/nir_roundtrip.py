@@ -37,11 +37,10 @@ def main(argv=None) -> int:
     try:
         model = SpikingYOLO(args.weights)
         truth = GroundTruth.read(gt_coco=args.gt_coco, max_images=args.max_images)
+        model.stream_settings(args.timesteps, burn_in=args.burn_in)  # eval's checks, before any work
         with tempfile.TemporaryDirectory() as folder:
             nir_path = Path(folder) / "net.nir"
             info = model.export("nir", nir_path, args.allow_approximations)
-            if args.burn_in >= min(args.timesteps):
-                raise SpikedetError(f"burn_in {args.burn_in}: the steps left out must be fewer than every T")
             result = round_trip(model.network, model.ann, nir_path, list(info["outputs"]), truth, args.timesteps,
                                 args.batch, args.burn_in)
     except SpikedetError as e:

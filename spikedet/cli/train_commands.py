@@ -1,11 +1,9 @@
 """`spikedet data` and `spikedet train` (ultralytics training, or distillation of a darknet network)."""
 import sys
-from pathlib import Path
 
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
 from ..distill_options import OPTIONS as DISTILL_OPTIONS, SESSION_OPTIONS
-from ..errors import SpikedetError
 from . import _run_folder_arguments, command
 
 
@@ -180,22 +178,11 @@ def _add_distill_loss_arguments(parser):
 def _run_distill_loss(args, parser):
     from ..darknet import load_darknet
     from ..distill import selection_loss, training_images
-    from ..fileio import atomic_write_json, load_torch_file
+    from ..distill.images import selection_images_of
+    from ..fileio import atomic_write_json
     from ..model.checkpoint import load_ann
 
-    if args.selection_of:
-        content = load_torch_file(args.selection_of)
-        record = content.get("distill") or content.get("settings") or {}  # a checkpoint, or a run's state
-        named = record.get("selection_images")
-        if not isinstance(named, list) or not named or not all(isinstance(p, str) for p in named):
-            raise SpikedetError(f"{args.selection_of}: names no selection images (distill with selection=N)")
-        paths = [Path(p) for p in named]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise SpikedetError(f"{args.selection_of}: {len(missing)} of its selection images are not on this "
-                                f"machine, e.g. {missing[0]}")
-    else:
-        paths = training_images(args.images)
+    paths = selection_images_of(args.selection_of) if args.selection_of else training_images(args.images)
     student = load_ann(args.weights).float().eval()
     teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
     print(f"head loss of {args.weights} against {args.teacher} on {len(paths)} images, {args.imgsz} px ...",

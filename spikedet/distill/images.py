@@ -79,6 +79,23 @@ def split_selection(paths: Sequence[Path], count: int, seed: int) -> Tuple[List[
     return ([p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held])
 
 
+def selection_images_of(path) -> List[Path]:
+    """The selection images a distilled checkpoint (or a run's NAME.last.pt state) names, checked to be on this
+    machine; a one-line error naming the file otherwise."""
+    from ..fileio import load_torch_file
+
+    content = load_torch_file(path)
+    record = content.get("distill") or content.get("settings") or {}  # a checkpoint, or a run's state
+    named = record.get("selection_images")
+    if not isinstance(named, list) or not named or not all(isinstance(p, str) for p in named):
+        raise fail(path, "names no selection images (distill with selection=N)")
+    paths = [Path(p) for p in named]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise fail(path, f"{len(missing)} of its selection images are not on this machine, e.g. {missing[0]}")
+    return paths
+
+
 class DistillImages(torch.utils.data.Dataset):
     """Augmented training images, RGB float in [0, 1], imgsz x imgsz (stretched, as darknet's eval resizes).
 

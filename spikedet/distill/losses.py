@@ -103,7 +103,7 @@ def snn_head_loss(snn, teacher: torch.nn.Module, paths: Sequence[Path], imgsz: i
         means = snn.simulate(x, wanted, method="steps", decode=False)
         t = int(timesteps)
         for k in totals:
-            maps = [m if not k else (t * m - k * b) / (t - k) for m, b in zip(means[t], means.get(k, means[t]))]
+            maps = means[t] if not k else [(t * m - k * b) / (t - k) for m, b in zip(means[t], means[k])]
             totals[k] += float(head_loss(maps, target, teacher.nc)["loss"]) * len(chunk)
         count += len(chunk)
     return {k: v / count for k, v in totals.items()}
