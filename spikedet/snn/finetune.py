@@ -1,0 +1,231 @@
+"""Fine-tuning a dual-error ANN through the T steps of the binary IF neurons it will become (hybrid conversion
+and spike-based backpropagation, Rathi et al. 2020).
+
+The dual error trains each unit for the count of a neuron fed a constant current; deeper layers receive lumpy,
+synchronized spike trains instead, so a converted network falls short of its ANN. Here the ANN's own modules
+and weights run unrolled in time: every DualErrorReLU is, for the forward pass, the neuron the converter makes
+of it (binary events, reset to zero, v_init 0: convert with spikes="binary", reset="zero", v_init=0). In the
+ANN's units its membrane starts at 0, adds the unit's input at every step, fires where v / lambda >= 1 (the
+comparison of neurons.BinaryNeuron, whose potential is v / lambda after normalization), outputs spike * lambda
+and resets to zero. The image is the same current at every step; the time steps are folded into the batch, so
+convolutions, batch-norm and pools run once per layer for all steps. The head is read out as the engine reads
+it: the mean of its linear outputs over steps K+1..T (burn-in K). The spike's gradient is a triangle around the
+threshold (a surrogate gradient, as in SpikingJelly's surrogate functions), so gradients reach the weights and
+each lambda. Batch-norm stays in eval mode, so the converter folds exactly the statistics that were trained
+through. The loss is ultralytics' detection loss of the model (what tools/train.py minimizes) on the
+time-averaged head outputs. The result is an ordinary spikedet ANN checkpoint, which tools/convert.py converts.
+"""
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import torch
+from torch import nn
+from ultralytics.nn.modules import Detect
+
+from ..errors import SpikedetError
+from ..model.activation import DualErrorLeakyReLU, DualErrorReLU
+from ..model.checkpoint import save_ann
+from ..routing import routed_input, run_routed
+from .convert import activation_of
+
+CONVERSION = {"spikes": "binary", "reset": "zero", "v_init": 0.0}  # the SNN this trains for
+
+
+class _BinaryIF(torch.autograd.Function):
+    """Binary IF neurons reset to zero, unit threshold, v starting at 0, over the steps of `current` (T, ...):
+    per step v += I_t, s_t = (v >= 1), v *= 1 - s_t. Backward: d s_t / d v = max(0, 1 - |v - 1|) (a triangle of
+    half-width one threshold), the reset taken as constant (its spike detached, SpikingJelly's detach_reset),
+    so d v_t / d v_{t-1} = 1 - s_{t-1}. Only the potentials before each reset are kept for backward."""
+
+    @staticmethod
+    def forward(ctx, current):
+        charged = torch.empty_like(current)  # v after charging, before firing and reset, at every step
+        spikes = torch.empty_like(current)
+        v = torch.zeros_like(current[0])
+        for t in range(current.shape[0]):
+            v = v + current[t]
+            charged[t] = v
+            torch.ge(v, 1.0, out=spikes[t])  # neurons.BinaryNeuron.neuronal_fire
+            v = v * (1.0 - spikes[t])  # neurons.BinaryNeuron.neuronal_reset, reset_zero
+        ctx.save_for_backward(charged)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        (charged,) = ctx.saved_tensors
+        grad_current = torch.empty_like(charged)
+        grad_v = torch.zeros_like(charged[0])  # dL / dv after the reset of step t, carried back in time
+        for t in reversed(range(charged.shape[0])):
+            v = charged[t]
+            surrogate = (1.0 - (v - 1.0).abs()).clamp_(min=0.0)
+            kept = (v < 1.0).to(v.dtype)  # 1 - s_t
+            grad_current[t] = grad_spikes[t] * surrogate + grad_v * kept
+            grad_v = grad_current[t]  # v_t = v_{t-1} (after reset) + I_t
+        return grad_current
+
+
+def binary_if(current: torch.Tensor) -> torch.Tensor:
+    """Spikes (0 or 1) of binary reset-to-zero IF neurons with unit threshold fed current (T, ...)."""
+    return _BinaryIF.apply(current)
+
+
+class SpikingUnit(nn.Module):
+    """A DualErrorReLU's stand-in while unrolled: its neurons over the steps folded in the batch ((T * B, ...)
+    in and out), with its lambda (the same Parameter): current / lambda in, spikes * lambda out."""
+
+    def __init__(self, unit: DualErrorReLU, steps: int):
+        super().__init__()
+        self.unit, self.steps = unit, steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lam = self.unit.threshold().abs().clamp(min=1e-4)  # as the activation and the converter take it
+        current = x.reshape(self.steps, -1, *x.shape[1:]) / lam
+        return (binary_if(current) * lam).reshape(x.shape)
+
+
+def check_unrollable(model: nn.Module):
+    """A one-line error unless every activation is a clipping DualErrorReLU (its lambda is the conversion's
+    scale), no max-pool is left (the spike max-pool is not a max of each step's spikes) and the head is
+    ultralytics' Detect."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.MaxPool2d):
+            raise SpikedetError(f"layer {name} is a max-pool; the fine-tune runs networks with pool avg or conv")
+        act = activation_of(m) if hasattr(m, "conv") else None
+        if act is not None and not (isinstance(act, DualErrorReLU) and not isinstance(act, DualErrorLeakyReLU)
+                                    and act.settings.clip):
+            raise SpikedetError(f"layer {name}: its activation {type(act).__name__} is not a clipping dual-error "
+                                "ReLU, whose lambda is the neuron's threshold")
+    if not isinstance(model.model[-1], Detect):
+        raise SpikedetError(f"the last layer must be ultralytics' Detect head, got {type(model.model[-1]).__name__}")
+
+
+@contextlib.contextmanager
+def spiking_units(model: nn.Module, steps: int):
+    """Inside: every conv block's DualErrorReLU replaced by its SpikingUnit over `steps` steps; restored after."""
+    blocks = [m for m in model.modules() if isinstance(getattr(m, "act", None), DualErrorReLU)]
+    units = [m.act for m in blocks]
+    try:
+        for block, unit in zip(blocks, units):
+            block.act = SpikingUnit(unit, steps)
+        yield
+    finally:
+        for block, unit in zip(blocks, units):
+            block.act = unit
+
+
+class UnrolledSNN(nn.Module):
+    """The ANN `model` (shared, not copied) run as its binary / reset-to-zero / v_init-0 SNN for `timesteps`
+    steps, the head read out over steps burn_in+1..T. forward(images) gives what Detect's forward_head gives
+    in training, {"boxes", "scores", "feats"}, averaged over the read-out steps: the input of the model's
+    criterion, and, decoded, of the engine's decode."""
+
+    def __init__(self, model: nn.Module, timesteps: int, burn_in: int = 0):
+        super().__init__()
+        if not 0 <= burn_in < timesteps:
+            raise SpikedetError(f"burn-in must be in 0..T-1, got {burn_in} for T = {timesteps}")
+        check_unrollable(model)
+        self.model, self.timesteps, self.burn_in = model, int(timesteps), int(burn_in)
+
+    def forward(self, images: torch.Tensor) -> Dict[str, object]:
+        t, batch = self.timesteps, images.shape[0]
+        *body, head = self.model.model
+        x = images.unsqueeze(0).expand(t, *images.shape).reshape(t * batch, *images.shape[1:])
+        with spiking_units(self.model, t):
+            x, saved = run_routed(x, body, [m.f for m in body], self.model.save)
+            feats = routed_input(x, head.f, saved)
+            preds = head.forward_head(feats, **head.one2many)
+
+        def read_out(y):
+            return y.reshape(t, batch, *y.shape[1:])[self.burn_in:].mean(0)
+
+        return {"boxes": read_out(preds["boxes"]), "scores": read_out(preds["scores"]),
+                "feats": [read_out(f) for f in preds["feats"]]}
+
+
+def detection_loss(model: nn.Module, preds: dict, batch: dict) -> torch.Tensor:
+    """ultralytics' loss of the model (box, cls, dfl with its gains, times the batch size), summed as its
+    trainer sums it before backward."""
+    if getattr(model, "criterion", None) is None:
+        from ultralytics.cfg import get_cfg
+
+        model.args = get_cfg()  # the default gains (box 7.5, cls 0.5, dfl 1.5), as tools/train.py trains
+        model.criterion = model.init_criterion()
+    loss, _ = model.criterion(preds, batch)
+    return loss.sum()
+
+
+def labelled_batches(data_yaml: Union[str, Path], split: str, imgsz: int, batch: int, augment: bool,
+                     workers: int = 0, seed: int = 0):
+    """ultralytics' loader of a dataset split (images and their labels), letterboxed to imgsz as the trainer
+    loads them; with augment, its training augmentation without mosaic (the last epochs of a dual-error
+    training run without it, close_mosaic)."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_dataloader, build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    from ..offline import guard_ultralytics_downloads
+
+    guard_ultralytics_downloads()
+    try:
+        data = check_det_dataset(str(data_yaml), autodownload=False)
+    except Exception as e:  # ultralytics raises several types for a missing or broken dataset
+        raise SpikedetError(f"{data_yaml}: {' '.join(str(e).split())}") from None
+    if not data.get(split):
+        raise SpikedetError(f"{data_yaml}: has no {split} split")
+    cfg = get_cfg(overrides={"imgsz": imgsz, "mosaic": 0.0, "seed": seed, "cache": False})
+    dataset = build_yolo_dataset(cfg, data[split], batch, data, mode="train" if augment else "val")
+    return build_dataloader(dataset, batch, workers, shuffle=augment, pin_memory=False, device="cpu")
+
+
+def images_of(batch: dict) -> torch.Tensor:
+    return batch["img"].float() / 255
+
+
+def finetune(model: nn.Module, loader, timesteps: int, burn_in: int, epochs: int, lr: float,
+             progress: bool = True, max_batches: Optional[int] = None) -> List[dict]:
+    """Adam over the weights and every lambda, the learning rate a cosine over the run's steps; batch-norm in
+    eval mode. Returns one entry per epoch (mean loss, minutes). max_batches: stop each epoch after this many
+    batches (tests, timing). The model is changed in place."""
+    unrolled = UnrolledSNN(model, timesteps, burn_in)
+    model.eval()  # frozen batch-norm statistics; gradients still flow
+    params = [p for p in model.parameters() if p.requires_grad]  # not the DFL's fixed projection
+    lams = [m.lam for m in model.modules() if isinstance(m, DualErrorReLU)]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    per_epoch = min(len(loader), max_batches or len(loader))
+    total, step, history = epochs * per_epoch, 0, []
+    for epoch in range(epochs):
+        started, losses = time.time(), []
+        for k, batch in zip(range(per_epoch), loader):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = detection_loss(model, unrolled(images_of(batch)), batch)
+            if not torch.isfinite(loss):
+                raise SpikedetError(f"the loss is {float(loss)} at epoch {epoch + 1}, batch {k + 1}: a smaller lr "
+                                    "may help")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for lam in lams:
+                    lam.clamp_(min=1e-3)
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress:
+                print(f"epoch {epoch + 1}/{epochs} batch {k + 1}/{per_epoch} loss {losses[-1]:.3f} "
+                      f"({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
+        history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses),
+                        "minutes": round((time.time() - started) / 60, 2)})
+        if progress:
+            print(f"epoch {epoch + 1}: mean loss {history[-1]['loss']:.4f}, {history[-1]['minutes']} min",
+                  file=sys.stderr, flush=True)
+    return history
+
+
+def save_finetuned(model: nn.Module, path: Union[str, Path], record: dict) -> Path:
+    """An ordinary spikedet ANN checkpoint (float32: the weights the spikes were trained with; never over an
+    existing file), with the fine-tune's settings under `snn_finetune`."""
+    return save_ann(model, path, half=False, replace=False, snn_finetune=record)
