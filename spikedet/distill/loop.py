@@ -23,6 +23,7 @@ from ultralytics.utils import TQDM
 
 from ..darknet import load_darknet
 from ..errors import Interrupted, SpikedetError
+from ..model.activation import descend
 from ..model.checkpoint import load_ann, save_ann
 from .images import DistillImages, load_batch
 from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss
@@ -210,12 +211,7 @@ def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams,
     if not torch.isfinite(loss):
         raise SpikedetError(f"distillation loss is {float(loss.detach())}; stopped, the last saved state is "
                             f"{s['state']} (a smaller lr may help)")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():
-        for lam in lams:
-            lam.clamp_(min=1e-3)
+    descend(optimizer, loss, lams)
     bad = next((i for i, p in enumerate(lams + others) if not torch.isfinite(p).all()), None)
     if bad is not None:
         raise SpikedetError(f"a parameter became non-finite (tensor {bad}); stopped, the last saved state is "

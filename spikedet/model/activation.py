@@ -232,6 +232,17 @@ def dual_error_modules(model: nn.Module):
     return [m for m in model.modules() if isinstance(m, DualErrorReLU)]
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lams) -> None:
+    """One optimizer step on `loss`, then every trained threshold kept >= 1e-3: a threshold driven to zero or
+    below would make its neuron fire on any input (training through the dual error or through the spikes)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        for lam in lams:
+            lam.clamp_(min=1e-3)
+
+
 class calibrate_thresholds:
     """Context manager: inside it, every DualErrorReLU sets its lambda from a running percentile of the
     activations it sees (each layer sees the already-clipped output of the layers before it)."""

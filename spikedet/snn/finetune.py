@@ -27,7 +27,7 @@ from torch import nn
 from ultralytics.nn.modules import Detect
 
 from ..errors import SpikedetError
-from ..model.activation import DualErrorLeakyReLU, DualErrorReLU
+from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, descend
 from ..model.checkpoint import save_ann
 from ..routing import routed_input, run_routed
 from .convert import activation_of
@@ -206,12 +206,7 @@ def finetune(model: nn.Module, loader, timesteps: int, burn_in: int, epochs: int
             if not torch.isfinite(loss):
                 raise SpikedetError(f"the loss is {float(loss)} at epoch {epoch + 1}, batch {k + 1}: a smaller lr "
                                     "may help")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                for lam in lams:
-                    lam.clamp_(min=1e-3)
+            descend(optimizer, loss, lams)
             step += 1
             losses.append(float(loss.detach()))
             if progress:
