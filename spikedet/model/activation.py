@@ -214,6 +214,10 @@ class DualErrorReLU(nn.Module):
         """lambda shaped to broadcast over (N, C, H, W)."""
         return self.lam.view(-1, 1, 1)
 
+    def positive_threshold(self) -> torch.Tensor:
+        """threshold() as the neurons use it: its magnitude, at least 1e-4 (a threshold must stay positive)."""
+        return self.threshold().abs().clamp(min=1e-4)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
             self.observer.update(torch.relu(x))
@@ -222,7 +226,7 @@ class DualErrorReLU(nn.Module):
         s = self.settings
         if s.is_relu:
             return torch.relu(x)
-        lam = self.threshold().abs().clamp(min=1e-4)  # a threshold must stay positive
+        lam = self.positive_threshold()
         if s.reset == "zero":  # both errors on (checked by the settings)
             return reset_zero_error(x, lam, s.levels)
         return dual_error(x, lam, s.levels, s.clip, s.quantize, s.lambda_grad)
@@ -285,7 +289,7 @@ class DualErrorLeakyReLU(DualErrorReLU):
         s = self.settings
         if s.is_relu:
             return z
-        lam = self.threshold().abs().clamp(min=1e-4)
+        lam = self.positive_threshold()
         return dual_error(z, lam, s.levels, s.clip, s.quantize, s.lambda_grad, signed=True)
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from ultralytics.nn.modules import Detect
 
 from ..errors import SpikedetError
-from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, descend
+from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, descend, dual_error_modules
 from ..model.checkpoint import save_ann
 from ..routing import routed_input, run_routed
 from .convert import activation_of
@@ -82,7 +82,7 @@ class SpikingUnit(nn.Module):
         self.unit, self.steps = unit, steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lam = self.unit.threshold().abs().clamp(min=1e-4)  # as the activation and the converter take it
+        lam = self.unit.positive_threshold()  # as the activation takes it
         current = x.reshape(self.steps, -1, *x.shape[1:]) / lam
         return (binary_if(current) * lam).reshape(x.shape)
 
@@ -168,8 +168,10 @@ def labelled_batches(data_yaml: Union[str, Path], split: str, imgsz: int, batch:
     from ultralytics.data.utils import check_det_dataset
 
     from ..offline import guard_ultralytics_downloads
+    from ..train import check_dataset_yaml
 
     guard_ultralytics_downloads()
+    check_dataset_yaml(data_yaml)  # one-line errors, and no `download` script for ultralytics to run
     try:
         data = check_det_dataset(str(data_yaml), autodownload=False)
     except Exception as e:  # ultralytics raises several types for a missing or broken dataset
@@ -193,7 +195,7 @@ def finetune(model: nn.Module, loader, timesteps: int, burn_in: int, epochs: int
     unrolled = UnrolledSNN(model, timesteps, burn_in)
     model.eval()  # frozen batch-norm statistics; gradients still flow
     params = [p for p in model.parameters() if p.requires_grad]  # not the DFL's fixed projection
-    lams = [m.lam for m in model.modules() if isinstance(m, DualErrorReLU)]
+    lams = [m.lam for m in dual_error_modules(model)]
     optimizer = torch.optim.Adam(params, lr=lr)
     per_epoch = min(len(loader), max_batches or len(loader))
     total, step, history = epochs * per_epoch, 0, []
