@@ -9,7 +9,7 @@ import torch
 
 import spikedet.distill.loop as run_module
 from spikedet.cli import main
-from spikedet.distill import distill, resume, split_selection, state_path, training_images
+from spikedet.distill import distill, kept_path, resume, split_selection, state_path, training_images
 from spikedet.errors import Interrupted, SpikedetError
 
 from test_distill import make_files
@@ -56,6 +56,12 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_
     assert strip == [{k: v for k, v in e.items() if k != "minutes"} for e in b["distill"]["history"]]
     assert a["distill"]["selection_loss"] == b["distill"]["selection_loss"]
     assert set(a["distill"]["selection_loss"]) == {"4", "8", "float"}
+    for step in (3, 6):  # the networks kept at the selection points: step 3 before the stop, 6 after it
+        kept_a, kept_b = (torch.load(kept_path(p, step), weights_only=True) for p in (whole, parts))
+        assert kept_a["distill"]["steps"] == step
+        for key in kept_a["state_dict"]:
+            assert torch.equal(kept_a["state_dict"][key], kept_b["state_dict"][key]), (step, key)
+    assert not kept_path(whole, 7).exists()  # the last step's network is the output itself
 
 
 def test_the_control_a_different_recipe_ends_elsewhere(files, tmp_path):
@@ -213,6 +219,23 @@ def test_distill_loss_scores_a_checkpoint_on_its_selection_images(files, tmp_pat
     everything = json.loads((tmp_path / "all.json").read_text())["images"]
     assert len(everything) == 6 and everything != json.loads((tmp_path / "s.json").read_text())["images"]
     assert main(common + ["--selection-of", str(weights)]) == 2
+    # the network kept at step 3 is the one the run measured there
+    at_3 = next(e["selection_loss"] for e in torch.load(out, weights_only=True)["distill"]["history"]
+                if e.get("steps") == 3 and "selection_loss" in e)
+    kept = ["--weights", str(kept_path(out, 3))] + common[3:]
+    assert main(["distill-loss"] + kept + ["--selection-of", str(out), "--json", str(tmp_path / "k.json")]) == 0
+    measured = json.loads((tmp_path / "k.json").read_text())["loss"]
+    assert measured != json.loads((tmp_path / "s.json").read_text())["loss"]
+    for key in ("4", "8", "float"):
+        assert measured[key] == pytest.approx(at_3[key], rel=0.02, abs=1e-3)
+
+
+def test_a_new_run_refuses_an_output_name_whose_kept_networks_exist(files, tmp_path, capsys):
+    cfg, weights, names, folder = files
+    kept_path(tmp_path / "o.pt", 3).write_bytes(b"an earlier run's")
+    with pytest.raises(SpikedetError, match=r"o\.step3\.pt: exists \(a network kept by an earlier run"):
+        distill(weights, cfg, folder, tmp_path / "o.pt", names=names, **RECIPE)
+    assert not (tmp_path / "o.pt").exists() and not state_path(tmp_path / "o.pt").exists()
 
 
 def test_the_device_is_checked_and_an_explicit_cpu_changes_nothing(files, tmp_path):

@@ -36,6 +36,7 @@ resumable state (distill.state) is saved beside the output every few minutes and
 training (distill.images.split_selection) and the head loss on them is recorded: the measure recipes and run
 lengths are chosen by, instead of an evaluation set.
 """
+import glob
 import hashlib
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -45,13 +46,13 @@ from ..errors import SpikedetError, fail
 from .images import DistillImages, load_batch, split_selection, training_images
 from .losses import feature_loss, head_loss, mean_head_loss
 from ..distill_options import OPTIONS, SESSION_OPTIONS, check_options
-from .loop import run, selection_loss
+from .loop import kept_path, run, selection_loss
 from .state import load_state
 from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
                       mse_scales, set_levels)
 
 __all__ = ["distill", "resume", "DistillImages", "load_batch", "training_images", "split_selection", "feature_loss",
-           "head_loss", "mean_head_loss", "selection_loss", "CALIBRATION_COUNT", "INIT_PERCENTILE",
+           "kept_path", "head_loss", "mean_head_loss", "selection_loss", "CALIBRATION_COUNT", "INIT_PERCENTILE",
            "channel_scales", "leaky_activations", "make_student", "mse_scales", "set_levels", "QuantDrop",
            "check_options", "OPTIONS", "state_path"]
 
@@ -92,10 +93,12 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     quant_drop: the share of each dual-error layer's elements that pass their float value in training (QDrop,
     see student.QuantDrop).
     selection: images held out of training (seeded draw), whose head loss at each level and for the float
-    network is recorded at the end and every `select_every` steps. save_minutes: how often the resumable
-    state (state_path(output)) is saved. max_minutes: stop this session at a step boundary after this much
-    wall time (the state is saved; the learning-rate schedule does not depend on it). log: a JSON-lines file
-    of per-epoch loss. device: where the networks run (default cpu; e.g. cuda: float32, no mixed precision).
+    network is recorded at the end and every `select_every` steps; the network of each such step is kept as
+    NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped. save_minutes: how
+    often the resumable state (state_path(output)) is saved. max_minutes: stop this session at a step boundary
+    after this much wall time (the state is saved; the learning-rate schedule does not depend on it). log: a
+    JSON-lines file of per-epoch loss. device: where the networks run (default cpu; e.g. cuda: float32, no
+    mixed precision).
     start: a checkpoint this function wrote from the same teacher; the student starts from its weights and
     thresholds (`init` unused) and runs a new schedule of `steps`: a longer run without redoing the first.
     None of its selection images may be among this run's training images (the measure would see them).
@@ -117,8 +120,10 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         if not Path(path).is_file():
             raise fail(path, f"{what} not found")
     state = state_path(output)
-    for path, what in ((output, "the output"), (state, "a run's state file (resume it, or remove it)")):
-        if Path(path).exists():
+    kept = sorted(Path(output).parent.glob(glob.escape(Path(output).stem) + ".step*.pt"))
+    for path, what in ((output, "the output"), (state, "a run's state file (resume it, or remove it)"),
+                       (kept[0] if kept else None, "a network kept by an earlier run of this output name")):
+        if path is not None and Path(path).exists():
             raise fail(path, f"exists ({what}); spikedet does not overwrite it")
     sources = [images] if isinstance(images, (str, Path)) else list(images)
     train, held = split_selection(training_images(sources), options["selection"], seed)

@@ -141,6 +141,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
                             log_file.flush()
                     if selection and s["select_every"] and step % s["select_every"] == 0 and step < total:
                         history.append({"steps": step, "selection_loss": select()})
+                        _keep(student, s, history, step, minutes(), progress)
                     if requested:
                         stopped = requested["signal"]
                     elif max_minutes and (time.time() - started) / 60 >= max_minutes:
@@ -229,6 +230,24 @@ def selection_loss(student, teacher, paths: Sequence[Path], imgsz: int, levels: 
         result["float" if L is None else str(L)] = round(mean_head_loss(student, teacher, paths, imgsz)["loss"], 6)
     set_levels(student, min(levels))
     return result
+
+
+def _keep(student, s: dict, history: list, step: int, minutes: float, progress: bool):
+    """The network measured at an in-run selection point, as NAME.stepN.pt: a run length the rule prefers can
+    then be shipped without a second run. A resumed run may reach a point whose file it wrote before it
+    stopped; the file is the same network (the loop depends on the step count alone) and stays as it is."""
+    path = kept_path(s["output"], step)
+    if path.exists():
+        _say(progress, f"distill: {path} exists (written before this run was resumed); kept")
+        return
+    record = {**_record(s, history, step, minutes), "selection_loss": history[-1]["selection_loss"]}
+    save_ann(student, path, half=True, replace=False, distill=record)
+
+
+def kept_path(output, step: int) -> Path:
+    """Where a run writing `output` keeps the network of its selection point at `step`."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.step{step}.pt")
 
 
 def _record(s: dict, history: list, step: int, minutes: float) -> dict:
