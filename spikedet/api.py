@@ -96,15 +96,16 @@ class SpikingYOLO:
         return self
 
     def convert(self, calibration: Optional[PathLike] = None, output: Optional[PathLike] = None,
-                imgsz: int = DEFAULTS["imgsz"], calibration_count: int = DEFAULTS["calibration_count"],
+                imgsz: Optional[int] = None, calibration_count: int = DEFAULTS["calibration_count"],
                 overwrite: bool = False, **options) -> "SpikingYOLO":
         """The SNN of this ANN (options: spikedet.snn.convert), saved to `output` when given (an existing file
-        only with overwrite=True).
+        only with overwrite=True). imgsz: default the size the ANN was trained at, else 416.
 
         calibration: a dataset YAML (its train split) or an image folder, for layers without a learned lambda.
         """
         check_paths(calibration=calibration, output=output)
         check_output(output, overwrite)
+        imgsz = default_imgsz(self.network) if imgsz is None else imgsz
         check_values(imgsz=imgsz, calibration_count=calibration_count, percentile=options.get("percentile"),
                      v_init=options.get("v_init"), timesteps=options.get("timesteps"),
                      allow_long_t=options.pop("allow_long_t", False))
@@ -236,7 +237,7 @@ class SpikingYOLO:
         """This ANN converted in memory, or a one-line error saying how to convert a network whose thresholds
         are not learned."""
         try:
-            return self.convert(calibration, imgsz=imgsz or default_imgsz(self.network))
+            return self.convert(calibration, imgsz=imgsz)
         except SpikedetError as e:
             if calibration is not None or "no clip threshold" not in str(e):
                 raise

@@ -56,8 +56,9 @@ def default_eval_iou(network: nn.Module) -> float:
 
 
 def default_imgsz(network: nn.Module) -> int:
-    """The size an SNN was converted at, else the default."""
-    return (network.meta.get("imgsz") if is_snn(network) else None) or DEFAULTS["imgsz"]
+    """The size an SNN was converted at, or an ANN checkpoint trained at, else the default."""
+    size = network.meta.get("imgsz") if is_snn(network) else getattr(network, "trained_imgsz", None)
+    return size or DEFAULTS["imgsz"]
 
 
 def default_timesteps(network: nn.Module) -> int:

@@ -170,3 +170,12 @@ def test_float_scores_the_checkpoint_with_its_errors_off(trained, tmp_path, caps
     capsys.readouterr()
     assert main(["eval", "--weights", str(snn), "--gt-coco", str(data["coco"]["test"]), "--float"]) == 2
     assert "--float scores an ANN checkpoint alone" in capsys.readouterr().err
+
+
+def test_an_ann_converts_and_detects_at_the_size_it_was_trained_at(trained, tmp_path):
+    _, best, _ = trained  # trained at 64 px; the default for a network without a record is 416
+    model = SpikingYOLO(str(best))
+    assert model.network.trained_imgsz == 64
+    assert model.convert(output=tmp_path / "n.snn.pt").network.meta["imgsz"] == 64
+    assert SpikingYOLO(str(tmp_path / "n.snn.pt")).network.meta["imgsz"] == 64
+    assert model.stream_settings(None).imgsz == 64  # what predict, detect and eval run it at

@@ -205,6 +205,10 @@ FILE_CASES = {
     "levels 0": (lambda c: c["config"]["dual_error"].update(levels=0), "dual-error levels must be an integer"),
     "names not text": (lambda c: c.update(names={0: 1, 1: 2, 2: 3}), "class names must map the indices"),
     "unknown config key": (lambda c: c["config"].update(kpt_shape=[17, 3]), "unknown keys ['kpt_shape']"),
+    "trained imgsz 100": (lambda c: c.setdefault("train", {}).setdefault("train_args", {}).update(imgsz=100),
+                          "records a training image size 100, not a multiple of 32"),
+    "distilled imgsz text": (lambda c: c.update(distill={"imgsz": "416"}),
+                             "records a training image size '416', not a multiple of 32"),
 }
 
 

@@ -89,8 +89,8 @@ def _timesteps_arguments(parser, nargs, default_text):
 
 
 def _stream_arguments(parser, conf: float, iou_text: str):
-    parser.add_argument("--imgsz", type=checks.image_size, help="network input size (default: the SNN's, else "
-                        f"{DEFAULTS['imgsz']})")
+    parser.add_argument("--imgsz", type=checks.image_size, help="network input size (default: the SNN's, or the size "
+                        f"the ANN was trained at, else {DEFAULTS['imgsz']})")
     parser.add_argument("--conf", type=checks.fraction, default=conf, help=f"score threshold (default: {conf})")
     parser.add_argument("--iou", type=checks.iou, help=f"NMS IoU threshold ({iou_text})")
     parser.add_argument("--chunk", type=checks.positive, default=DEFAULTS["chunk"],

@@ -19,8 +19,9 @@ def _add_convert_arguments(parser):
                              "needed unless every activation has a learned clip threshold")
     parser.add_argument("--calibration-count", type=checks.positive, default=DEFAULTS["calibration_count"],
                         help=f"images used (default: {DEFAULTS['calibration_count']})")
-    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"],
-                        help=f"input size the SNN is built and calibrated for (default: {DEFAULTS['imgsz']})")
+    parser.add_argument("--imgsz", type=checks.image_size,
+                        help="input size the SNN is built and calibrated for (default: the size the ANN was "
+                             f"trained at, else {DEFAULTS['imgsz']})")
     parser.add_argument("--normalization", choices=CHOICES["normalization"], default=DEFAULTS["normalization"],
                         help="one threshold scale per output channel (Spiking-YOLO) or per layer (default: "
                              f"{DEFAULTS['normalization']})")

@@ -5,7 +5,7 @@ model YAML, or a darknet cfg's text with its class names and dual-error settings
 its state dict. Nothing in a file can run code when opened, and a file does not break when a class moves.
 """
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from torch import nn
 
@@ -66,12 +66,30 @@ def is_ann_file(content) -> bool:
 
 
 def load_ann(path: Union[str, Path], content: dict = None) -> nn.Module:
-    """The network in an ANN file; a one-line error for any other file. content: the file, when already read."""
+    """The network in an ANN file; a one-line error for any other file. content: the file, when already read.
+    The network's `trained_imgsz` is the image size it was trained or distilled at (None if not recorded):
+    the size convert, detect and eval default to."""
     content = load_torch_file(path) if content is None else content
     if not is_ann_file(content):
         raise fail(path, "not a spikedet ANN checkpoint (train one with tools/train.py)")
     check_version(path, content, ANN_VERSION)
-    return build_ann(content, path)
+    model = build_ann(content, path)
+    model.trained_imgsz = trained_imgsz(path, content)
+    return model
+
+
+def trained_imgsz(path: Union[str, Path], content: dict) -> Optional[int]:
+    """The image size in a checkpoint's distillation record or ultralytics' train_args, else None; a value
+    that is not a multiple of 32 in 32..8192 (as --imgsz takes) is a one-line error naming the file."""
+    train = content.get("train")
+    for record in (content.get("distill"), train.get("train_args") if isinstance(train, dict) else None):
+        if isinstance(record, dict) and "imgsz" in record:
+            value = record["imgsz"]
+            if isinstance(value, bool) or not isinstance(value, int) or not 32 <= value <= 8192 or value % 32:
+                raise fail(path, f"records a training image size {value!r}, not a multiple of 32 in 32..8192 "
+                                 "(a damaged or hand-edited file)")
+            return value
+    return None
 
 
 def check_version(path, content: dict, version: int):
