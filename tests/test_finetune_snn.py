@@ -12,7 +12,7 @@ from ultralytics.nn.modules import Conv
 from spikedet.cli import main
 from spikedet.data.shapes import render_image
 from spikedet.errors import SpikedetError
-from spikedet.model.activation import DualErrorReLU
+from spikedet.model.activation import DualErrorLeakyReLU, DualErrorReLU
 from spikedet.model.checkpoint import load_ann
 from spikedet.model.yolo import DualErrorYOLO
 from spikedet.snn import convert
@@ -20,6 +20,7 @@ from spikedet.snn.files import load_snn
 from spikedet.snn.finetune import (CONVERSION, UnrolledSNN, binary_if, detection_loss, finetune,
                                    save_finetuned)
 from spikedet.snn.neurons import BinaryNeuron
+from test_registry import NETWORKS, made_of, randomize
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "weights" / "shapes-yolov2-tiny-nir-rz-n.pt"
@@ -36,14 +37,14 @@ def flat_maps(preds):
     return [preds["boxes"].unflatten(-1, (h, w)), preds["scores"].unflatten(-1, (h, w))]
 
 
-def exact_network():
-    """The shipped network with every value a dyadic rational of few bits: batch-norm folded into the weights and
-    then the identity (mean 0, variance 1, eps 0), weights and biases rounded to multiples of 2^-8, every lambda
-    to a power of two. Then every sum either model computes is exact in float32, whatever its order, so the
-    unrolled network and the converted SNN must agree bit for bit (with float weights they differ by float
-    rounding, 2e-6, until a potential lands within rounding of a threshold: one spike then flips, and a deep
-    chain carries it to every output of that image)."""
-    model = shipped()
+def exact_network(model=None):
+    """The shipped network (or `model`) with every value a dyadic rational of few bits: batch-norm folded into
+    the weights and then the identity (mean 0, variance 1, eps 0), weights and biases rounded to multiples of
+    2^-8, every lambda to a power of two. Then every sum either model computes is exact in float32, whatever its
+    order, so the unrolled network and the converted SNN must agree bit for bit (with float weights they differ
+    by float rounding, 2e-6, until a potential lands within rounding of a threshold: one spike then flips, and a
+    deep chain carries it to every output of that image)."""
+    model = shipped() if model is None else model
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, Conv):
@@ -84,6 +85,22 @@ def test_unrolled_network_reads_out_what_the_engine_simulates(timesteps, burn_in
     assert torch.equal(snn.head.decode(unrolled), snn.head.decode(engine))
     assert all(type(m.act) is DualErrorReLU for m in model.modules() if isinstance(m, Conv)
                and not isinstance(m.act, torch.nn.Identity))  # the ANN's own units are back
+
+
+@pytest.mark.parametrize("name", ["MaxPool2d", "SPPF", "C2f+Bottleneck"])
+def test_max_pools_and_residual_adds_unroll_to_the_engines_snn(name):
+    """Networks made of the modules a conv chain lacks (test_registry's): the count-gated max-pool (SPPF's three
+    chained ones too) and C2f's residual adds read out, bit for bit, what the engine simulates (T = 16, K = 4);
+    a max of each step's spikes instead of the count gate would pass extra spikes and move the head."""
+    x = torch.randint(0, 256, (2, 3, 64, 64), generator=torch.Generator().manual_seed(0)) / 256
+    torch.manual_seed(0)
+    model = exact_network(randomize(made_of(NETWORKS[name]), x))
+    snn = convert(model, **CONVERSION)
+    engine = snn.simulate(x, [16], burn_in=4, decode=False)[16]
+    with torch.no_grad():
+        unrolled = flat_maps(UnrolledSNN(model, 16, 4)(x))
+    assert all(torch.equal(a, b) for a, b in zip(unrolled, engine))
+    assert engine[1].std() > 0.01  # the head sees spikes, not only its bias
 
 
 def test_spikes_are_the_binary_neurons_and_the_gradient_is_the_surrogates():
@@ -170,8 +187,11 @@ def test_the_result_is_a_checkpoint_that_tools_convert_converts_to_the_trained_s
 
 
 def test_networks_it_cannot_unroll_and_bad_options_are_one_line(tmp_path, capsys):
-    with pytest.raises(SpikedetError, match="max-pool"):
-        UnrolledSNN(DualErrorYOLO("yolov3-tiny", nc=3, scale="n"), 8)
+    leaky = DualErrorYOLO("yolov3-tiny", nc=3, scale="n")
+    first = leaky.model[0]
+    first.act = DualErrorLeakyReLU(first.conv.out_channels, first.act.settings, 0.1)
+    with pytest.raises(SpikedetError, match="not a clipping dual-error ReLU"):
+        UnrolledSNN(leaky, 8)
     with pytest.raises(SpikedetError, match="burn-in"):
         UnrolledSNN(shipped(), 8, 8)
     import importlib.util

@@ -8,7 +8,8 @@ of it (binary events, reset to zero, v_init 0: convert with spikes="binary", res
 ANN's units its membrane starts at 0, adds the unit's input at every step, fires where v / lambda >= 1 (the
 comparison of neurons.BinaryNeuron, whose potential is v / lambda after normalization), outputs spike * lambda
 and resets to zero. The image is the same current at every step; the time steps are folded into the batch, so
-convolutions, batch-norm and pools run once per layer for all steps. The head is read out as the engine reads
+convolutions, batch-norm and pools run once per layer for all steps. A max-pool passes, as layers.SpikeMaxPool
+does, at each step the rise of its window's highest spike count so far. The head is read out as the engine reads
 it: the mean of its linear outputs over steps K+1..T (burn-in K). The spike's gradient is a triangle around the
 threshold (a surrogate gradient, as in SpikingJelly's surrogate functions), so gradients reach the weights and
 each lambda. Batch-norm stays in eval mode, so the converter folds exactly the statistics that were trained
@@ -24,6 +25,7 @@ from typing import Dict, List, Optional, Union
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from ultralytics.nn.modules import Detect
 
 from ..errors import SpikedetError
@@ -87,13 +89,21 @@ class SpikingUnit(nn.Module):
         return (binary_if(current) * lam).reshape(x.shape)
 
 
+def count_gated_max_pool(pool: nn.MaxPool2d, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """layers.SpikeMaxPool over the steps folded in the batch ((T * B, ...) in and out): each window's output at
+    step t is the rise of its highest input count (sum of steps 1..t), so its count is the max of the counts.
+    The inputs are spikes times a per-channel lambda, which a per-channel max carries through."""
+    counts = x.reshape(steps, -1, *x.shape[1:]).cumsum(0)
+    highest = F.max_pool2d(counts.flatten(0, 1), pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                           pool.ceil_mode)
+    highest = highest.reshape(steps, -1, *highest.shape[1:])
+    return torch.diff(highest, dim=0, prepend=torch.zeros_like(highest[:1])).flatten(0, 1)
+
+
 def check_unrollable(model: nn.Module):
     """A one-line error unless every activation is a clipping DualErrorReLU (its lambda is the conversion's
-    scale), no max-pool is left (the spike max-pool is not a max of each step's spikes) and the head is
-    ultralytics' Detect."""
+    scale) and the head is ultralytics' Detect."""
     for name, m in model.named_modules():
-        if isinstance(m, nn.MaxPool2d):
-            raise SpikedetError(f"layer {name} is a max-pool; the fine-tune runs networks with pool avg or conv")
         act = activation_of(m) if hasattr(m, "conv") else None
         if act is not None and not (isinstance(act, DualErrorReLU) and not isinstance(act, DualErrorLeakyReLU)
                                     and act.settings.clip):
@@ -105,16 +115,23 @@ def check_unrollable(model: nn.Module):
 
 @contextlib.contextmanager
 def spiking_units(model: nn.Module, steps: int):
-    """Inside: every conv block's DualErrorReLU replaced by its SpikingUnit over `steps` steps; restored after."""
+    """Inside: every conv block's DualErrorReLU replaced by its SpikingUnit over `steps` steps and every max-pool
+    count-gated (a forward hook replaces its output, so routed layers keep their place); restored after."""
     blocks = [m for m in model.modules() if isinstance(getattr(m, "act", None), DualErrorReLU)]
     units = [m.act for m in blocks]
+    hooks = []
     try:
         for block, unit in zip(blocks, units):
             block.act = SpikingUnit(unit, steps)
+        for pool in (m for m in model.modules() if isinstance(m, nn.MaxPool2d)):
+            hooks.append(pool.register_forward_hook(
+                lambda m, inputs, _: count_gated_max_pool(m, inputs[0], steps)))
         yield
     finally:
         for block, unit in zip(blocks, units):
             block.act = unit
+        for hook in hooks:
+            hook.remove()
 
 
 class UnrolledSNN(nn.Module):
