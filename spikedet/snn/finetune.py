@@ -25,7 +25,6 @@ from typing import Dict, List, Optional, Union
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from ultralytics.nn.modules import Detect
 
 from ..errors import SpikedetError
@@ -33,6 +32,8 @@ from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, descend, dual_
 from ..model.checkpoint import save_ann
 from ..routing import routed_input, run_routed
 from .convert import activation_of
+from .layers import SpikeMaxPool
+from .neurons import fold_time, unfold_time
 
 CONVERSION = {"spikes": "binary", "reset": "zero", "v_init": 0.0}  # the SNN this trains for
 
@@ -90,14 +91,10 @@ class SpikingUnit(nn.Module):
 
 
 def count_gated_max_pool(pool: nn.MaxPool2d, x: torch.Tensor, steps: int) -> torch.Tensor:
-    """layers.SpikeMaxPool over the steps folded in the batch ((T * B, ...) in and out): each window's output at
-    step t is the rise of its highest input count (sum of steps 1..t), so its count is the max of the counts.
-    The inputs are spikes times a per-channel lambda, which a per-channel max carries through."""
-    counts = x.reshape(steps, -1, *x.shape[1:]).cumsum(0)
-    highest = F.max_pool2d(counts.flatten(0, 1), pool.kernel_size, pool.stride, pool.padding, pool.dilation,
-                           pool.ceil_mode)
-    highest = highest.reshape(steps, -1, *highest.shape[1:])
-    return torch.diff(highest, dim=0, prepend=torch.zeros_like(highest[:1])).flatten(0, 1)
+    """The engine's layers.SpikeMaxPool (fresh: no counts carried in) over the steps folded in the batch
+    ((T * B, ...) in and out). The inputs are spikes times a per-channel lambda, which its per-channel max of
+    the counts carries through; its cumsum, max-pool and diff pass gradients."""
+    return fold_time(SpikeMaxPool(pool)(unfold_time(x, steps)))
 
 
 def check_unrollable(model: nn.Module):
