@@ -17,8 +17,8 @@ from spikedet.model.checkpoint import load_ann
 from spikedet.model.yolo import DualErrorYOLO
 from spikedet.snn import convert
 from spikedet.snn.files import load_snn
-from spikedet.snn.finetune import (CONVERSION, UnrolledSNN, binary_if, detection_loss, finetune,
-                                   save_finetuned)
+from spikedet.snn.finetune import (CONVERSION, UnrolledSNN, agreement_loss, binary_if, detection_loss, finetune,
+                                   head_outputs, save_finetuned)
 from spikedet.snn.neurons import BinaryNeuron
 from test_registry import NETWORKS, made_of, randomize
 
@@ -164,6 +164,51 @@ def test_gradients_reach_every_weight_and_lambda_and_steps_lower_the_loss():
     assert not model.training
 
 
+def test_agreement_is_zero_only_where_the_snn_says_what_its_ann_says():
+    """agreement_loss of the ANN's own outputs against themselves is 0 (scores and boxes); the unrolled SNN's
+    read-out is positive, its gradient reaches every lambda through the SNN, and it grows where the ANN sees an object:
+    the same score error at an anchor the ANN is sure of costs more box disagreement than at one it is not."""
+    model, batch = shipped(), shapes_batch()
+    x = batch["img"].float() / 255
+    reg_max = model.model[-1].reg_max
+    with torch.no_grad():
+        ann = head_outputs(model, x)
+    assert float(agreement_loss(ann, ann, reg_max)) == pytest.approx(0.0, abs=1e-4)
+    snn = UnrolledSNN(model, 8, 2)(x)
+    gap = agreement_loss(snn, ann, reg_max)
+    gap.backward()
+    assert float(gap.detach()) > 0.1
+    assert all(m.lam.grad is not None and torch.isfinite(m.lam.grad).all() for m in model.modules()
+               if isinstance(m, DualErrorReLU))
+    sure = {"scores": torch.full((1, 3, 2), -9.0), "boxes": torch.zeros(1, 4 * reg_max, 2)}
+    sure["scores"][0, 0, 0] = 9.0  # the ANN sees an object at anchor 0 only
+    shifted = {k: v.clone() for k, v in sure.items()}
+    shifted["boxes"][0, 0, 0] = 3.0  # one bin of one side at anchor 0 ...
+    elsewhere = {k: v.clone() for k, v in sure.items()}
+    elsewhere["boxes"][0, 0, 1] = 3.0  # ... or at anchor 1, where the ANN sees nothing
+    assert float(agreement_loss(shifted, sure, reg_max)) > 100 * float(agreement_loss(elsewhere, sure, reg_max))
+
+
+def test_the_agreement_term_pulls_the_snn_towards_the_ann_it_started_from():
+    """Three steps on a fixed batch with a large agreement weight end closer to the starting ANN's outputs than
+    three without it (same start, same batch); the starting ANN is a frozen copy, the weights' own ANN is not the
+    target; a weight outside [0, 1e6] is a one-line error, not a run."""
+    batch = shapes_batch()
+    x = batch["img"].float() / 255
+    with torch.no_grad():
+        start = head_outputs(shipped().eval(), x)
+    gaps = []
+    for weight in (0.0, 50.0):
+        model = shipped()
+        finetune(model, [batch] * 3, 8, 2, epochs=1, lr=1e-4, progress=False, agreement=weight)
+        with torch.no_grad():
+            gaps.append(float(agreement_loss(UnrolledSNN(model, 8, 2)(x), start, model.model[-1].reg_max)))
+    assert gaps[1] < 0.9 * gaps[0]
+    for bad in (-1.0, float("nan"), float("inf"), True):
+        with pytest.raises(SpikedetError, match="agreement"):
+            finetune(shipped(), [batch], 8, 2, epochs=1, lr=1e-4, progress=False, agreement=bad)
+
+
 def test_the_result_is_a_checkpoint_that_tools_convert_converts_to_the_trained_snn(tmp_path):
     """Saved float32 (the weights the spikes were trained with) as an ordinary ANN file, refused over an existing
     one; the convert command makes of it the SNN the converter makes of the trained network in memory (the one
@@ -204,7 +249,8 @@ def test_networks_it_cannot_unroll_and_bad_options_are_one_line(tmp_path, capsys
     taken.write_bytes(b"")
     base = ["--weights", str(SHIPPED), "--data", str(data if data.exists() else SHIPPED)]
     for bad in (["--output", str(tmp_path / "a.pt"), "--timesteps", "8", "--burn-in", "8"],
-                ["--output", str(taken)], ["--output", str(tmp_path / "a.pt"), "--lr", "0"]):
+                ["--output", str(taken)], ["--output", str(tmp_path / "a.pt"), "--lr", "0"],
+                ["--output", str(tmp_path / "a.pt"), "--agreement", "-1"]):
         capsys.readouterr()
         assert tool.main(base + bad) == 2
         err = capsys.readouterr().err.strip().splitlines()

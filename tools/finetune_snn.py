@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("--imgsz", type=checks.image_size, default=192, help="default: 192")
     parser.add_argument("--max-batches", type=checks.positive, metavar="N",
                         help="at most N batches per epoch (default: the whole training split)")
+    parser.add_argument("--agreement", type=checks.number(0, 1e6), default=0.0, metavar="W",
+                        help="weight of the SNN's agreement with its own ANN's outputs, beside the labels' loss "
+                             "(default: 0, off)")
     parser.add_argument("--seed", type=int, default=0, help="default: 0")
     parser.add_argument("--threads", type=checks.positive, help="torch threads (default: torch's)")
     try:
@@ -49,11 +52,12 @@ def main(argv=None) -> int:
         loader = labelled_batches(args.data, "train", args.imgsz, args.batch, augment=True, seed=args.seed)
         started = time.time()
         history = finetune(model, loader, args.timesteps, args.burn_in, args.epochs, args.lr,
-                           max_batches=args.max_batches)
+                           max_batches=args.max_batches, agreement=args.agreement)
         record = {"start": str(args.weights), "data": str(args.data), "timesteps": args.timesteps,
                   "burn_in": args.burn_in, "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
-                  "imgsz": args.imgsz, "max_batches": args.max_batches, "seed": args.seed, "conversion": CONVERSION,
-                  "history": history, "minutes": round((time.time() - started) / 60, 2)}
+                  "imgsz": args.imgsz, "max_batches": args.max_batches, "agreement": args.agreement,
+                  "seed": args.seed, "conversion": CONVERSION, "history": history,
+                  "minutes": round((time.time() - started) / 60, 2)}
         path = save_finetuned(model, args.output, record)
     except SpikedetError as e:
         print(f"error: {e}", file=sys.stderr)

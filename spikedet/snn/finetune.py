@@ -14,9 +14,11 @@ it: the mean of its linear outputs over steps K+1..T (burn-in K). The spike's gr
 threshold (a surrogate gradient, as in SpikingJelly's surrogate functions), so gradients reach the weights and
 each lambda. Batch-norm stays in eval mode, so the converter folds exactly the statistics that were trained
 through. The loss is ultralytics' detection loss of the model (what tools/train.py minimizes) on the
-time-averaged head outputs. The result is an ordinary spikedet ANN checkpoint, which tools/convert.py converts.
+time-averaged head outputs, optionally plus their disagreement with the ANN the run started from (agreement).
+The result is an ordinary spikedet ANN checkpoint, which tools/convert.py converts.
 """
 import contextlib
+import copy
 import math
 import sys
 import time
@@ -146,18 +148,50 @@ class UnrolledSNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Dict[str, object]:
         t, batch = self.timesteps, images.shape[0]
-        *body, head = self.model.model
         x = images.unsqueeze(0).expand(t, *images.shape).reshape(t * batch, *images.shape[1:])
         with spiking_units(self.model, t):
-            x, saved = run_routed(x, body, [m.f for m in body], self.model.save)
-            feats = routed_input(x, head.f, saved)
-            preds = head.forward_head(feats, **head.one2many)
+            preds = head_outputs(self.model, x)
 
         def read_out(y):
             return y.reshape(t, batch, *y.shape[1:])[self.burn_in:].mean(0)
 
         return {"boxes": read_out(preds["boxes"]), "scores": read_out(preds["scores"]),
                 "feats": [read_out(f) for f in preds["feats"]]}
+
+
+def head_outputs(model: nn.Module, x: torch.Tensor) -> Dict[str, object]:
+    """The Detect head's training outputs {"boxes", "scores", "feats"} of `model` on x: the dual-error ANN's, or,
+    inside spiking_units, its neurons' per step."""
+    *body, head = model.model
+    x, saved = run_routed(x, body, [m.f for m in body], model.save)
+    return head.forward_head(routed_input(x, head.f, saved), **head.one2many)
+
+
+def _kl_bernoulli(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """KL(target || student) of independent Bernoulli outputs given as logits, elementwise (0 where they agree)."""
+    p = torch.sigmoid(target_logits)
+    return (nn.functional.binary_cross_entropy_with_logits(logits, p, reduction="none")
+            - nn.functional.binary_cross_entropy_with_logits(target_logits, p, reduction="none"))
+
+
+def agreement_loss(snn: dict, ann: dict, reg_max: int) -> torch.Tensor:
+    """How far the SNN's read-out is from an ANN's outputs on the same images, in the units of ultralytics'
+    detection loss (a sum over the batch): the class scores' Bernoulli KL summed over anchors and classes, plus
+    the box distributions' KL (softmax over each side's reg_max bins; without bins, the distances' squared
+    error) weighted by the ANN's highest class probability, both divided by the sum of those probabilities, as
+    ultralytics divides by its target scores. Zero when the two agree; `ann` is the target (no gradient)."""
+    weight = torch.sigmoid(ann["scores"]).amax(1)  # (B, anchors): where the ANN sees an object
+    norm = weight.sum().clamp(min=1.0)
+    scores = _kl_bernoulli(snn["scores"], ann["scores"]).sum() / norm
+    b, _, a = ann["boxes"].shape
+    if reg_max > 1:
+        log_q = snn["boxes"].view(b, 4, reg_max, a).log_softmax(2)
+        log_p = ann["boxes"].view(b, 4, reg_max, a).log_softmax(2)
+        per_anchor = (log_p.exp() * (log_p - log_q)).sum((1, 2))
+    else:  # the four distances themselves: their squared error
+        per_anchor = (snn["boxes"] - ann["boxes"]).pow(2).sum(1)
+    boxes = (per_anchor * weight).sum() / norm
+    return (scores + boxes) * b
 
 
 def detection_loss(model: nn.Module, preds: dict, batch: dict) -> torch.Tensor:
@@ -202,11 +236,17 @@ def images_of(batch: dict) -> torch.Tensor:
 
 
 def finetune(model: nn.Module, loader, timesteps: int, burn_in: int, epochs: int, lr: float,
-             progress: bool = True, max_batches: Optional[int] = None) -> List[dict]:
+             progress: bool = True, max_batches: Optional[int] = None, agreement: float = 0.0) -> List[dict]:
     """Adam over the weights and every lambda, the learning rate a cosine over the run's steps; batch-norm in
     eval mode. Returns one entry per epoch (mean loss, minutes). max_batches: stop each epoch after this many
-    batches (tests, timing). The model is changed in place."""
+    batches (tests, timing). agreement: the weight of agreement_loss, the SNN pulled towards what the ANN it
+    starts from (a frozen copy, errors on) says on the batch, beside the labels' loss: the conversion error
+    itself as a training signal (against the live ANN the weights could also move the ANN towards the SNN,
+    which lowered both on the shapes val split). The model is changed in place."""
+    if isinstance(agreement, bool) or not (isinstance(agreement, (int, float)) and 0 <= agreement <= 1e6):
+        raise SpikedetError(f"agreement must be a weight in [0, 1e6], got {agreement!r}")
     unrolled = UnrolledSNN(model, timesteps, burn_in)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if agreement else None
     model.eval()  # frozen batch-norm statistics; gradients still flow
     params = [p for p in model.parameters() if p.requires_grad]  # not the DFL's fixed projection
     lams = [m.lam for m in dual_error_modules(model)]
@@ -218,7 +258,13 @@ def finetune(model: nn.Module, loader, timesteps: int, burn_in: int, epochs: int
         for k, batch in zip(range(per_epoch), loader):
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = detection_loss(model, unrolled(images_of(batch)), batch)
+            images = images_of(batch)
+            preds = unrolled(images)
+            loss = detection_loss(model, preds, batch)
+            if agreement:
+                with torch.no_grad():
+                    ann = head_outputs(teacher, images)
+                loss = loss + agreement * agreement_loss(preds, ann, model.model[-1].reg_max)
             if not torch.isfinite(loss):
                 raise SpikedetError(f"the loss is {float(loss)} at epoch {epoch + 1}, batch {k + 1}: a smaller lr "
                                     "may help")
