@@ -165,9 +165,9 @@ def test_gradients_reach_every_weight_and_lambda_and_steps_lower_the_loss():
 
 
 def test_agreement_is_zero_only_where_the_snn_says_what_its_ann_says():
-    """agreement_loss of the ANN's own outputs against themselves is 0 (scores and boxes); the unrolled SNN's
-    read-out is positive, its gradient reaches every lambda through the SNN, and it grows where the ANN sees an object:
-    the same score error at an anchor the ANN is sure of costs more box disagreement than at one it is not."""
+    """agreement_loss of the ANN's outputs against themselves is 0; against the unrolled SNN's read-out it is
+    positive and its gradient reaches every lambda through the spikes; a box error where the ANN sees an object
+    costs far more than the same error where it sees none."""
     model, batch = shipped(), shapes_batch()
     x = batch["img"].float() / 255
     reg_max = model.model[-1].reg_max
