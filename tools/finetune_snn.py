@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--imgsz", type=checks.image_size, default=192, help="default: 192")
     parser.add_argument("--max-batches", type=checks.positive, metavar="N",
                         help="at most N batches per epoch (default: the whole training split)")
-    parser.add_argument("--agreement", type=checks.number(0, 1e6), default=0.0, metavar="W",
+    parser.add_argument("--agreement", type=checks.agreement, default=0.0, metavar="W",
                         help="weight of the SNN's agreement with the outputs of the ANN it starts from, beside "
                              "the labels' loss (default: 0, off)")
     parser.add_argument("--seed", type=int, default=0, help="default: 0")

@@ -10,7 +10,7 @@ from ..monitor import ActivationMonitor
 from .images import load_batch
 
 
-def _soft_bce(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+def bernoulli_kl(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
     """BCE(student, sigmoid(teacher)) minus the teacher's entropy: the Bernoulli KL divergence, >= 0."""
     p = torch.sigmoid(target_logits)
     return (F.binary_cross_entropy_with_logits(logits, p, reduction="none")
@@ -28,10 +28,10 @@ def head_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch
         t = t.detach().view(b, c // (5 + nc), 5 + nc, h, w)
         p = torch.sigmoid(t[:, :, 4:5])
         norm = p.sum().clamp(min=1e-6)
-        obj = obj + _soft_bce(s[:, :, 4], t[:, :, 4]).sum() / s[:, :, 4].numel()
+        obj = obj + bernoulli_kl(s[:, :, 4], t[:, :, 4]).sum() / s[:, :, 4].numel()
         box = box + (p * (s[:, :, :4] - t[:, :, :4]) ** 2).sum() / norm
         if nc:
-            cls = cls + (p * _soft_bce(s[:, :, 5:], t[:, :, 5:])).sum() / norm
+            cls = cls + (p * bernoulli_kl(s[:, :, 5:], t[:, :, 5:])).sum() / norm
     # objectness is averaged over every slot (most are background): scaled so its gradient is not negligible
     obj = obj * 100.0
     obj, box, cls = (v if torch.is_tensor(v) else torch.tensor(float(v)) for v in (obj, box, cls))

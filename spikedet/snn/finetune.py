@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import Detect
 
+from ..checks import check_values
+from ..distill.losses import bernoulli_kl
 from ..errors import SpikedetError
 from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, descend, dual_error_modules
 from ..model.checkpoint import save_ann
@@ -167,13 +169,6 @@ def head_outputs(model: nn.Module, x: torch.Tensor) -> Dict[str, object]:
     return head.forward_head(routed_input(x, head.f, saved), **head.one2many)
 
 
-def _kl_bernoulli(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-    """KL(target || student) of independent Bernoulli outputs given as logits, elementwise (0 where they agree)."""
-    p = torch.sigmoid(target_logits)
-    return (nn.functional.binary_cross_entropy_with_logits(logits, p, reduction="none")
-            - nn.functional.binary_cross_entropy_with_logits(target_logits, p, reduction="none"))
-
-
 def agreement_loss(snn: dict, ann: dict, reg_max: int) -> torch.Tensor:
     """How far the SNN's read-out is from an ANN's outputs on the same images, in the units of ultralytics'
     detection loss (a sum over the batch): the class scores' Bernoulli KL summed over anchors and classes, plus
@@ -182,7 +177,7 @@ def agreement_loss(snn: dict, ann: dict, reg_max: int) -> torch.Tensor:
     ultralytics divides by its target scores. Zero when the two agree; `ann` is the target (no gradient)."""
     weight = torch.sigmoid(ann["scores"]).amax(1)  # (B, anchors): where the ANN sees an object
     norm = weight.sum().clamp(min=1.0)
-    scores = _kl_bernoulli(snn["scores"], ann["scores"]).sum() / norm
+    scores = bernoulli_kl(snn["scores"], ann["scores"]).sum() / norm
     b, _, a = ann["boxes"].shape
     if reg_max > 1:
         log_q = snn["boxes"].view(b, 4, reg_max, a).log_softmax(2)
@@ -243,8 +238,7 @@ def finetune(model: nn.Module, loader, timesteps: int, burn_in: int, epochs: int
     starts from (a frozen copy, errors on) says on the batch, beside the labels' loss: the conversion error
     itself as a training signal (against the live ANN the weights could also move the ANN towards the SNN,
     which lowered both on the shapes val split). The model is changed in place."""
-    if isinstance(agreement, bool) or not (isinstance(agreement, (int, float)) and 0 <= agreement <= 1e6):
-        raise SpikedetError(f"agreement must be a weight in [0, 1e6], got {agreement!r}")
+    check_values(agreement=agreement)
     unrolled = UnrolledSNN(model, timesteps, burn_in)
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if agreement else None
     model.eval()  # frozen batch-norm statistics; gradients still flow
