@@ -43,6 +43,77 @@ def randomize(model, seed=0):
     return model
 
 
+TINY_DARKNET_CFG = """[net]
+width=64
+height=64
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=1
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-1,-3
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=3
+num=3
+"""
+
+
+def tiny_darknet_model(tmp_path, seed=0, route=True):
+    """A darknet network (`TINY_DARKNET_CFG`: leaky units, a padded stride-1 pool, a route unless `route` is
+    False) with batch-norm statistics a trained network could have, in eval mode, and two random 64 px images."""
+    from spikedet.darknet import DarknetModel
+
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY_DARKNET_CFG if route else TINY_DARKNET_CFG.replace("[route]\nlayers=-1,-3\n\n", ""))
+    torch.manual_seed(seed)
+    model = DarknetModel(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval(), torch.rand(2, 3, 64, 64)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Record, refuse and finally fail on any attempt to reach the network (DNS lookups included).

@@ -20,65 +20,13 @@ from spikedet.model import DualErrorYOLO, calibrate_thresholds
 from spikedet.snn import BinaryNeuron, BurstNeuron, Integrator, Neuron, SpikeMonitor, SpikingConv, Static, convert
 from spikedet.snn.closed_form import Counts, summed_current
 
+from conftest import tiny_darknet_model
+
 U = 2.0 ** -24
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "weights" / "shapes-yolov3-tiny-n-de-v2.pt"
 DARKNET = ROOT.parent / "shared" / "data" / "weights"
 TIMESTEPS = (1, 5, 8, 13)  # 5 and 13: not multiples of the chunk (2 or 3)
-
-TINY_DARKNET_CFG = """[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[route]
-layers=-1,-3
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=3
-num=3
-"""
 
 
 def random_yolo(seed=0, config="yolov3-tiny"):
@@ -100,18 +48,8 @@ def random_yolo(seed=0, config="yolov3-tiny"):
 
 def tiny_darknet(tmp_path, seed=0):
     """A darknet network with leaky units, a padded stride-1 pool and a route (concat), burst neurons."""
-    from spikedet.darknet import DarknetModel
-
-    cfg = tmp_path / "tiny.cfg"
-    cfg.write_text(TINY_DARKNET_CFG)
-    torch.manual_seed(seed)
-    model = DarknetModel(cfg)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.uniform_(-0.2, 0.2)
-    images = torch.rand(2, 3, 64, 64)
-    return convert(model.eval(), calibration_images=images, percentile=100, spikes="burst"), images
+    model, images = tiny_darknet_model(tmp_path, seed)
+    return convert(model, calibration_images=images, percentile=100, spikes="burst"), images
 
 
 def shipped():

@@ -12,6 +12,8 @@ from spikedet.snn.statistics import SpikeMonitor
 from spikedet.model import DualErrorYOLO
 from spikedet.snn import BinaryNeuron, BurstNeuron, Neuron, SignedNeuron, SpikeMaxPool, Static, make_neuron
 
+from conftest import tiny_darknet_model
+
 
 def random_network(seed=0, **dual_error):
     """A small Tiny-YOLO with random batch-norm statistics (so activity is varied), calibrated lambdas."""
@@ -199,7 +201,7 @@ def test_pooling_the_constant_current_before_firing_changes_no_output(spikes, tm
     fast, slow = _with_and_without_pool_first(convert(model, spikes=spikes), images, [3, 8, 13], chunk=5)
     assert all(torch.equal(fast[t], slow[t]) for t in (3, 8, 13))
     if spikes == "burst":  # leaky units: burst neurons only (binary leaky neurons take the step loop)
-        leaky, leaky_images = _tiny_darknet(tmp_path)
+        leaky, leaky_images = tiny_darknet_model(tmp_path, route=False)
         snn = convert(leaky, calibration_images=leaky_images, percentile=100, spikes=spikes)
         fast, slow = _with_and_without_pool_first(snn, (leaky_images * 4).round() / 4, [5, 16], chunk=3)
         assert all(torch.equal(fast[t], slow[t]) for t in (5, 16))
@@ -244,54 +246,10 @@ def test_relu_network_without_calibration_images_fails_clearly():
         convert(model)
 
 
-TINY_DARKNET_CFG = """[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=3
-num=3
-"""
-
-
 def test_darknet_leaky_network_converges_with_signed_neurons(tmp_path):
     """A darknet model (leaky ReLU, darknet's stride-1 pool, [yolo] head) goes through the same converter:
     with binary events, leaky units become Spiking-YOLO's signed neurons with the imbalanced threshold."""
-    model, images = _tiny_darknet(tmp_path)
+    model, images = tiny_darknet_model(tmp_path, route=False)
     with torch.no_grad():
         ann = model(images)[0]
     snn = convert(model, calibration_images=images, percentile=100, spikes="binary")
@@ -302,23 +260,9 @@ def test_darknet_leaky_network_converges_with_signed_neurons(tmp_path):
     assert box_error(out[512], ann)[0] < 0.1 and box_error(out[512], ann)[1] < 0.01
 
 
-def _tiny_darknet(tmp_path):
-    from spikedet.darknet import DarknetModel
-
-    cfg = tmp_path / "tiny.cfg"
-    cfg.write_text(TINY_DARKNET_CFG)
-    torch.manual_seed(0)
-    model = DarknetModel(cfg)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval(), torch.rand(2, 3, 64, 64)
-
-
 def test_burst_leaky_neurons_converge_faster_than_spiking_yolos(tmp_path):
     """Burst events for leaky units: any-time counts are the quantized leaky activation, no unevenness."""
-    model, images = _tiny_darknet(tmp_path)
+    model, images = tiny_darknet_model(tmp_path, route=False)
     with torch.no_grad():
         ann = model(images)[0]
     binary = convert(model, calibration_images=images, percentile=100, spikes="binary").simulate(images, [8, 32])
@@ -329,7 +273,7 @@ def test_burst_leaky_neurons_converge_faster_than_spiking_yolos(tmp_path):
 
 @pytest.mark.parametrize("T", [2, 4])
 def test_mse_scales_fit_a_few_steps_better_than_a_high_percentile(T, tmp_path):
-    model, images = _tiny_darknet(tmp_path)
+    model, images = tiny_darknet_model(tmp_path, route=False)
     with torch.no_grad():
         ann = model(images)[0]
     errors = {}
@@ -346,7 +290,7 @@ def test_mse_scales_fit_a_few_steps_better_than_a_high_percentile(T, tmp_path):
 def test_leaky_replaced_by_relu_copies_the_relu_network(tmp_path):
     from spikedet.snn.convert import leaky_to_relu
 
-    model, images = _tiny_darknet(tmp_path)
+    model, images = tiny_darknet_model(tmp_path, route=False)
     relu_model = leaky_to_relu(model)
     assert any(isinstance(m, nn.LeakyReLU) for m in model.modules())  # the original is left as it was
     assert not any(isinstance(m, nn.LeakyReLU) for m in relu_model.modules())
