@@ -43,12 +43,14 @@ def randomize(model, seed=0):
     return model
 
 
-TINY_DARKNET_CFG = """[net]
-width=64
-height=64
-channels=3
+def darknet_cfg(body: str) -> str:
+    """A darknet .cfg for 64 px inputs: `body`'s blocks, then a 1x1 convolution and a 3-class [yolo] head."""
+    return ("[net]\nwidth=64\nheight=64\nchannels=3\n\n" + body
+            + "[convolutional]\nsize=1\nstride=1\npad=1\nfilters=24\nactivation=linear\n\n"
+            + "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=3\nnum=3\n")
 
-[convolutional]
+
+TINY_DARKNET_BODY = """[convolutional]
 batch_normalize=1
 filters=8
 size=3
@@ -72,7 +74,8 @@ activation=leaky
 size=2
 stride=1
 
-[convolutional]
+"""
+ROUTE_BRANCH = """[convolutional]
 batch_normalize=1
 filters=16
 size=3
@@ -83,28 +86,17 @@ activation=leaky
 [route]
 layers=-1,-3
 
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=3
-num=3
 """
 
 
 def tiny_darknet_model(tmp_path, seed=0, route=True):
-    """A darknet network (`TINY_DARKNET_CFG`: leaky units, a padded stride-1 pool, a route unless `route` is
-    False) with batch-norm statistics a trained network could have, in eval mode, and two random 64 px images."""
+    """A darknet network (leaky units, a padded stride-1 pool and, with `route`, a further convolution
+    concatenated with its input) with batch-norm statistics a trained network could have, in eval mode, and two
+    random 64 px images."""
     from spikedet.darknet import DarknetModel
 
     cfg = tmp_path / "tiny.cfg"
-    cfg.write_text(TINY_DARKNET_CFG if route else TINY_DARKNET_CFG.replace("[route]\nlayers=-1,-3\n\n", ""))
+    cfg.write_text(darknet_cfg(TINY_DARKNET_BODY + (ROUTE_BRANCH if route else "")))
     torch.manual_seed(seed)
     model = DarknetModel(cfg)
     for m in model.modules():

@@ -20,6 +20,8 @@ from spikedet.model.activation import DualErrorSettings, install_leaky_dual_erro
 from spikedet.snn import convert
 from spikedet.snn.registry import RULES
 
+from conftest import darknet_cfg
+
 L = 8
 DETECT = [[-1], 1, "Detect", ["nc"]]
 NETWORKS = {  # module -> a small network made of it (layers before the Detect head)
@@ -34,12 +36,7 @@ NETWORKS = {  # module -> a small network made of it (layers before the Detect h
     "C2f": [[-1, 1, "Conv", [16, 3, 2]], [-1, 2, "C2f", [16, False]]],
     "SPPF": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "SPPF", [16, 5]]],
 }
-SHORTCUT_CFG = """[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
+SHORTCUT_CFG = darknet_cfg("""[convolutional]
 batch_normalize=1
 filters=8
 size=3
@@ -62,19 +59,7 @@ activation=linear
 [route]
 layers=-1,-3
 
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=3
-num=3
-"""
+""")
 
 
 def randomize(model: nn.Module, images: torch.Tensor) -> nn.Module:
