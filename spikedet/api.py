@@ -19,6 +19,7 @@ from .defaults import DEFAULTS
 from .detect import detect, detections_in, make_result
 from .checks import OPTION_CHECKS, check_paths, check_timesteps, check_values, output_problem
 from .errors import SpikedetError, fail
+from .fileio import atomic_write_json
 from .inference import StreamSettings, calibration_images
 from .interrupts import STOPS, interrupted
 from .model.checkpoint import load_ann, save_ann
@@ -51,6 +52,19 @@ def check_output(output: Optional[PathLike], overwrite: bool):
         problem = "already exists: give another name, or overwrite=True"
     if problem:
         raise fail(output, problem)
+
+
+def detection_files(folder: Optional[PathLike], timesteps: Sequence[int]) -> dict:
+    """Where val's save_detections writes: {None: FOLDER/ann.json, T: FOLDER/tT.json for each T}, every one
+    checked to be new and writable before any work ({} when not asked)."""
+    if folder is None:
+        return {}
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise fail(folder, "is a file, expected a folder for the detections")
+    files = {None: Path(folder) / "ann.json", **{t: Path(folder) / f"t{t}.json" for t in timesteps}}
+    for path in files.values():
+        check_output(path, overwrite=False)
+    return files
 
 
 class SpikingYOLO:
@@ -147,7 +161,7 @@ class SpikingYOLO:
             timesteps: Optional[Sequence[int]] = None, max_images: Optional[int] = None,
             progress: bool = True, allow_partial: bool = False, reference: Optional[PathLike] = None,
             reference_cfg: Optional[PathLike] = None, calibration: Optional[PathLike] = None,
-            verbose: bool = True, **stream) -> dict:
+            verbose: bool = True, save_detections: Optional[PathLike] = None, **stream) -> dict:
         """mAP against COCO or VOC ground truth, printed as `spikedet eval` prints it (verbose) and returned.
 
         An SNN is scored at every T of `timesteps` (default: DEFAULTS["timesteps_eval"]) from one simulation,
@@ -155,14 +169,16 @@ class SpikingYOLO:
         reference_cfg). An ANN given timesteps is converted in memory first (burst neurons; its learned
         thresholds, else `calibration` images). data: a dataset YAML naming VOC classes. allow_partial: score
         even when some of the network's classes are not in the ground truth. The result names what was scored
-        ("reference", "run": files with sha256, images, settings, versions)."""
+        ("reference", "run": files with sha256, images, settings, versions). save_detections: a folder to write
+        the scored detections into (ann.json for the ANN row, tT.json for the SNN at T; the file format
+        `--detections` takes), e.g. for tools/compare_ap.py's intervals; none of those files may exist yet."""
         check_paths(gt_coco=gt_coco, gt_voc=gt_voc, data=data, images=images, reference=reference,
-                    reference_cfg=reference_cfg, calibration=calibration)
+                    reference_cfg=reference_cfg, calibration=calibration, save_detections=save_detections)
         check_values(max_images=max_images)
         if timesteps and not self.is_snn:
             snn = self._as_snn(calibration, stream.get("imgsz"))
             return snn.val(gt_coco, gt_voc, split, data, images, timesteps, max_images, progress, allow_partial,
-                           reference, reference_cfg, None, verbose, **stream)
+                           reference, reference_cfg, None, verbose, save_detections, **stream)
         voc_names = load_class_names(data) if data else VOC_CLASSES
         truth = GroundTruth.read(gt_coco, gt_voc, split, images, voc_names, max_images)
         truth.check_classes(self.names, allow_partial)
@@ -173,9 +189,16 @@ class SpikingYOLO:
             base = self.ann if self.is_snn else None
             base_record = network_record(self.ann if self.is_snn else self.network, self.source, "source")
         settings = self.stream_settings(timesteps or DEFAULTS["timesteps_eval"], **stream)
-        results = evaluate_networks([n for n in (base, self.network) if n is not None], truth, settings, progress)
+        files = detection_files(save_detections, settings.timesteps if self.is_snn else [])
+        results = evaluate_networks([n for n in (base, self.network) if n is not None], truth, settings, progress,
+                                    keep_detections=save_detections is not None)
         if results is None:  # a torchrun process other than rank 0: rank 0 reports
             return None
+        if files:
+            found = results.pop("detections")
+            for key, path in files.items():
+                atomic_write_json(path, found["ann"] if key is None else found["snn"][key], indent=None,
+                                  replace=False)
         results["reference"] = base_record
         results["run"] = {"weights": network_record(self.network, self.source, "scored"),
                           "ground_truth": truth.source, "split": None if gt_coco else split,

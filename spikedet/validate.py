@@ -119,31 +119,41 @@ def detect_records(network, truth: GroundTruth, settings: StreamSettings,
     return None if merged is None else {key: [image[key] for image in merged] for key in outputs}
 
 
-def evaluate_network(network, truth: GroundTruth, settings: StreamSettings, progress: bool = True) -> dict:
+def evaluate_network(network, truth: GroundTruth, settings: StreamSettings, progress: bool = True,
+                     keep_detections: bool = False) -> dict:
     """{"ann": metrics} for an ANN or {"snn": {T: metrics}} for an SNN (metrics as in spikedet.eval), with
     {"seconds_per_image": {"ann" or "snn": wall time}} (an SNN's: the simulation to the largest T; under
-    torchrun, wall time over all images). None on torchrun ranks other than 0."""
+    torchrun, wall time over all images) and, with keep_detections, the detections scored in the COCO results
+    format: {"detections": {"ann": [...]} or {"snn": {T: [...]}}}. None on torchrun ranks other than 0."""
     labels = truth.label_map(class_names(network))
     started = time.perf_counter()
     outputs = detect_records(network.to(settings.device), truth, settings, progress)
     if outputs is None:  # a torchrun process other than rank 0: its detections went to rank 0
         return None
     seconds = (time.perf_counter() - started) / len(truth.records)
-    scored = {key: truth.score(truth.results(dets, labels)) for key, dets in outputs.items()}
+    results = {key: truth.results(dets, labels) for key, dets in outputs.items()}
+    scored = {key: truth.score(found) for key, found in results.items()}
+    kept = {"detections": {}} if keep_detections else {}
     if is_snn(network):
-        return {"snn": {t: scored[t] for t in sorted(scored)}, "seconds_per_image": {"snn": seconds}}
-    return {"ann": scored[None], "seconds_per_image": {"ann": seconds}}
+        if keep_detections:
+            kept["detections"]["snn"] = {t: results[t] for t in sorted(results)}
+        return {"snn": {t: scored[t] for t in sorted(scored)}, "seconds_per_image": {"snn": seconds}, **kept}
+    if keep_detections:
+        kept["detections"]["ann"] = results[None]
+    return {"ann": scored[None], "seconds_per_image": {"ann": seconds}, **kept}
 
 
 def evaluate_networks(networks: Sequence, truth: GroundTruth, settings: StreamSettings,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, keep_detections: bool = False) -> dict:
     """evaluate_network for each network (an SNN's source ANN, then the SNN), merged into one result:
-    {"ann": ..., "snn": ..., "seconds_per_image": {"ann": ..., "snn": ...}}."""
-    merged = {"seconds_per_image": {}}
+    {"ann": ..., "snn": ..., "seconds_per_image": {"ann": ..., "snn": ...}} (and "detections" likewise)."""
+    merged = {"seconds_per_image": {}, **({"detections": {}} if keep_detections else {})}
     for network in networks:
-        scored = evaluate_network(network, truth, settings, progress)
+        scored = evaluate_network(network, truth, settings, progress, keep_detections)
         if scored is None:  # not rank 0 under torchrun: run the next network's shard too, report nothing
             continue
         merged["seconds_per_image"].update(scored.pop("seconds_per_image"))
+        if keep_detections:
+            merged["detections"].update(scored.pop("detections"))
         merged.update(scored)
     return merged if is_main() else None

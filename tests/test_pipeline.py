@@ -89,6 +89,35 @@ def test_ann_checkpoint_scores_alone(trained, capsys, tmp_path):
     assert row.split()[1] == f"{results['ann']['coco']['AP50']:.3f}"
 
 
+def test_saved_detections_score_as_the_sweep_and_compare_reads_them(trained, tmp_path, capsys):
+    data, weights, _ = trained
+    gt, out, saved = str(data["coco"]["test"]), tmp_path / "sweep.json", tmp_path / "dets"
+    sweep = ["eval", "--weights", str(weights), "--gt-coco", gt, "--timesteps", "2", "4", "--imgsz", "64",
+             "--conf", "0.0", "--save-detections", str(saved)]
+    assert main([*sweep, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert sorted(p.name for p in saved.iterdir()) == ["ann.json", "t2.json", "t4.json"]
+    for name, row in (("ann", results["ann"]), ("t2", results["snn"]["2"]), ("t4", results["snn"]["4"])):
+        assert main(["eval", "--detections", str(saved / f"{name}.json"), "--gt-coco", gt,
+                     "--json", str(tmp_path / f"{name}.scored.json")]) == 0
+        assert json.loads((tmp_path / f"{name}.scored.json").read_text())["coco"] == row["coco"]
+
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    capsys.readouterr()
+    assert main(sweep) == 2  # the files exist: nothing is run or overwritten
+    assert "already exists" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+    compared = tmp_path / "compare.json"
+    assert main(["compare", str(saved / "ann.json"), str(saved / "t2.json"), "--gt-coco", gt, "--labels", "ANN",
+                 "T2", "--resamples", "5", "--json", str(compared)]) == 0
+    figures = json.loads(compared.read_text())
+    assert figures["networks"]["ANN"]["value"] == results["ann"]["coco"]["AP50"]
+    assert figures["networks"]["T2"]["value"] == results["snn"]["2"]["coco"]["AP50"]
+    assert "T2 - ANN" in capsys.readouterr().out
+    assert main(["compare", str(saved / "ann.json"), "--gt-coco", gt, "--metric", "mAP"]) == 2
+
+
 def test_max_images_scores_as_the_ground_truth_cut_to_those_images(trained, tmp_path):
     data, weights, _ = trained
     model = SpikingYOLO(weights)

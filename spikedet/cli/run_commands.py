@@ -111,6 +111,9 @@ def _add_eval_arguments(parser):
     output.add_argument("--json", metavar="OUT.json", type=checks.output_file, help="also write the results here")
     output.add_argument("--plot", metavar="OUT.png", type=checks.output_file,
                         help="plot mAP against T here (with --weights)")
+    output.add_argument("--save-detections", metavar="DIR", type=checks.output_dir,
+                        help="also write the detections scored (--weights) into this folder: ann.json for the ANN "
+                             "row, tT.json for the SNN at T (for `compare`'s intervals); none may exist yet")
     output.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
 
 
@@ -126,8 +129,9 @@ def _run_eval(args, parser):
 
     if args.gt_coco and args.data:
         parser.error(f"--data names VOC classes; COCO takes them from {args.gt_coco}")
-    if args.detections and (args.max_images or args.plot or args.timesteps):
-        parser.error("--max-images, --plot and --timesteps apply to --weights (a detections file is scored as it is)")
+    if args.detections and (args.max_images or args.plot or args.timesteps or args.save_detections):
+        parser.error("--max-images, --plot, --timesteps and --save-detections apply to --weights (a detections "
+                     "file is scored as it is)")
     checks.check_timesteps(args.timesteps, args.allow_long_t, parser)
     from ..distributed import together
 
@@ -169,12 +173,47 @@ def _score_network(args):
     results = network.val(args.gt_coco, args.gt_voc, args.split, args.data, args.images,
                           args.timesteps, args.max_images, allow_partial=args.allow_partial,
                           reference=args.reference, reference_cfg=args.reference_cfg,
-                          calibration=args.calibration, batch=args.batch, **_stream_options(args))
+                          calibration=args.calibration, batch=args.batch, save_detections=args.save_detections,
+                          **_stream_options(args))
     if results is not None and args.float:
         results["run"]["errors"] = "off: the float network"
     if results is not None and args.plot:  # None: a torchrun process other than rank 0 (rank 0 reports)
         plot_sweep(results, args.plot, title=f"{args.weights}")
     return results
+
+
+# --- compare ------------------------------------------------------------------------------------------------
+
+
+def _add_compare_arguments(parser):
+    parser.add_argument("detections", nargs="+", metavar="DETS.json", type=checks.existing_file,
+                        help="detections files (`eval --save-detections`); the others are compared with the first")
+    parser.add_argument("--gt-coco", metavar="INSTANCES.json", type=checks.existing_file, required=True,
+                        help="the COCO instances file they were scored on")
+    parser.add_argument("--labels", nargs="+", help="one per detections file (default: the file names)")
+    parser.add_argument("--metric", default="AP50", help="a COCOeval figure: AP50 (default), AP, AP75, APs, ...")
+    parser.add_argument("--resamples", type=checks.integer(1, 100000), default=1000,
+                        help="image draws (default: 1000)")
+    parser.add_argument("--seed", type=checks.integer(0, 2**32 - 1), default=0, help="of the draws (default: 0)")
+    parser.add_argument("--level", type=checks.number(0, 0.999, low_open=True), default=0.95,
+                        help="of the intervals (default: 0.95)")
+    parser.add_argument("--json", metavar="OUT.json", type=checks.output_file, help="also write the figures here")
+
+
+@command("compare", help="COCO AP of detections files with intervals from paired image draws (the bootstrap): "
+                         "how sure a difference between networks is")(_add_compare_arguments)
+def _run_compare(args, parser):
+    from ..eval.bootstrap import bootstrap_coco, format_bootstrap
+    from ..fileio import atomic_write_json
+
+    labels = args.labels or [str(p) for p in args.detections]
+    if len(labels) != len(args.detections) or len(set(labels)) != len(labels):
+        parser.error(f"{len(args.detections)} detections files need as many different labels, got {labels}")
+    result = bootstrap_coco(args.gt_coco, dict(zip(labels, args.detections)), args.resamples, args.seed,
+                            args.metric, args.level)
+    print(format_bootstrap(result))
+    if args.json:
+        atomic_write_json(args.json, result, replace=False)
 
 
 # --- plot ---------------------------------------------------------------------------------------------------

@@ -26,19 +26,26 @@ def evaluate_coco(ground_truth, detections, verbose: bool = False,
     detections-file path or an already-loaded list; an empty list scores 0 wherever there is ground truth.
     pycocotools' own printing is shown only with verbose=True.
     """
-    dets = load_detections(detections)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         coco_gt = ground_truth if isinstance(ground_truth, COCO) else load_coco_gt(ground_truth)
-        _check_ids(dets, coco_gt, coco_gt.source)
-        coco_dt = coco_gt.loadRes(dets.coco_results()) if len(dets) else _empty_results(coco_gt)
-        coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        if image_ids is not None:
-            coco_eval.params.imgIds = sorted(image_ids)
-        coco_eval.evaluate()
+        coco_eval = match_images(coco_gt, detections, image_ids)
         coco_eval.accumulate()
         coco_eval.summarize()
     return {name: None if value == -1 else float(value) for name, value in zip(COCO_METRICS, coco_eval.stats)}
+
+
+def match_images(coco_gt: COCO, detections, image_ids: Optional[Sequence[int]] = None) -> COCOeval:
+    """pycocotools' per-image matching (COCOeval.evaluate) of the checked detections against `coco_gt`, on
+    `image_ids` (default: all): what COCOeval.accumulate then scores. Prints what pycocotools prints."""
+    dets = load_detections(detections)
+    _check_ids(dets, coco_gt, coco_gt.source)
+    coco_dt = coco_gt.loadRes(dets.coco_results()) if len(dets) else _empty_results(coco_gt)
+    coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    if image_ids is not None:
+        coco_eval.params.imgIds = sorted(image_ids)
+    coco_eval.evaluate()
+    return coco_eval
 
 
 def load_coco_gt(path) -> COCO:

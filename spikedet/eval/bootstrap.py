@@ -1,0 +1,109 @@
+"""How sure a COCO AP figure is: the image bootstrap, paired across the networks compared.
+
+A few hundred images give AP50 figures that move by a point when a handful of detections change, so a gap
+between two networks (an SNN and its ANN, two runs) means little without an interval. The bootstrap draws
+the image set again with replacement many times and scores every draw; the same draws serve every network,
+so their difference is measured on the same images each time (paired), which is much tighter than two
+separate intervals.
+
+pycocotools does the scoring: its per-image matching (COCOeval.evaluate) runs once per network, and each draw
+is scored by COCOeval.accumulate and summarize over the drawn images' per-image results, in the drawn order,
+exactly as pycocotools scores an image set holding those copies (tests/test_bootstrap.py checks that).
+"""
+import contextlib
+import copy
+import io
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from ..errors import SpikedetError
+from .coco_map import COCO_METRICS, load_coco_gt, match_images
+
+
+class ImageDraws:
+    """One network's detections, matched once per image, scored on any multiset of the images."""
+
+    def __init__(self, coco_gt: COCO, detections, image_ids: Sequence[int]):
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco_eval = match_images(coco_gt, detections, image_ids)
+        self.image_ids = list(self.coco_eval.params.imgIds)  # sorted, unique: evalImgs' image order
+        self.per_image = self.coco_eval.evalImgs
+
+    def score(self, draw: Sequence[int]) -> Dict[str, Optional[float]]:
+        """The 12 COCOeval numbers on the images at positions `draw` of self.image_ids (repeats allowed), as
+        evaluate_coco gives them; None where pycocotools has -1."""
+        e, count = self.coco_eval, len(self.image_ids)
+        blocks = len(self.per_image) // count  # one block of per-image results per (category, area range)
+        e.evalImgs = [self.per_image[b * count + i] for b in range(blocks) for i in draw]
+        params, evaluated = e.params, e._paramsEval
+        e.params, e._paramsEval = copy.copy(params), copy.copy(evaluated)
+        e.params.imgIds = e._paramsEval.imgIds = list(range(len(draw)))  # one slot per drawn copy
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                e.accumulate()
+                e.summarize()
+        finally:
+            e.params, e._paramsEval, e.evalImgs = params, evaluated, self.per_image
+        return {name: None if value == -1 else float(value) for name, value in zip(COCO_METRICS, e.stats)}
+
+
+def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int = 1000, seed: int = 0,
+                   metric: str = "AP50", level: float = 0.95, image_ids: Optional[Sequence[int]] = None) -> dict:
+    """`metric` of each network in `detections` ({label: detections file or list}) on the whole image set,
+    with a percentile interval at `level` from `resamples` image draws; and for every network after the first,
+    its difference to the first with its interval and the share of draws in which it scored below the first.
+
+    ground_truth: an instances JSON path or a COCO object; image_ids: the images scored (default: all of the
+    ground truth's; a network run on a subset must name it). The draws come from numpy's generator seeded
+    with `seed`, so a figure is reproduced by its seed."""
+    if metric not in COCO_METRICS:
+        raise SpikedetError(f"metric {metric!r}: expected one of {', '.join(COCO_METRICS)}")
+    if resamples < 1 or not 0 < level < 1 or not detections:
+        raise SpikedetError(f"need networks, resamples >= 1 and 0 < level < 1, got {len(detections)} networks, "
+                            f"resamples={resamples}, level={level}")
+    coco_gt = ground_truth if isinstance(ground_truth, COCO) else load_coco_gt(ground_truth)
+    ids = sorted(set(coco_gt.getImgIds() if image_ids is None else image_ids))
+    draws_of = {label: ImageDraws(coco_gt, dets, ids) for label, dets in detections.items()}
+    every = list(range(len(ids)))
+    full = {label: draws.score(every)[metric] for label, draws in draws_of.items()}
+    if any(value is None for value in full.values()):
+        raise SpikedetError(f"{metric} is undefined on these images (no ground truth in its area range)")
+    rng = np.random.default_rng(seed)
+    drawn = {label: [] for label in draws_of}
+    for _ in range(resamples):
+        draw = rng.integers(0, len(ids), len(ids)).tolist()
+        for label, draws in draws_of.items():
+            value = draws.score(draw)[metric]
+            drawn[label].append(np.nan if value is None else value)
+    values = {label: np.array(v) for label, v in drawn.items()}
+    tails = [(1 - level) / 2, (1 + level) / 2]
+
+    def interval(samples, value):
+        low, high = np.nanquantile(samples, tails)
+        return {"value": value, "low": float(low), "high": float(high)}
+
+    first = next(iter(draws_of))
+    return {
+        "metric": metric, "level": level, "resamples": resamples, "seed": seed, "images": len(ids),
+        "networks": {label: interval(values[label], full[label]) for label in draws_of},
+        "differences": {label: {**interval(values[label] - values[first], full[label] - full[first]),
+                                "share_below": float(np.nanmean(values[label] < values[first]))}
+                        for label in draws_of if label != first},
+        "reference": first,
+    }
+
+
+def format_bootstrap(result: dict) -> str:
+    """The figures as a table: each network with its interval, then each difference to the first."""
+    pct = f"{result['level']:.0%}"
+    lines = [f"{result['metric']} on {result['images']} images, {pct} intervals from {result['resamples']} "
+             f"paired image draws (seed {result['seed']})",
+             f"{'network':<24} {result['metric']:>7}  {pct + ' interval':>18}"]
+    for label, r in result["networks"].items():
+        lines.append(f"{label:<24} {r['value']:7.3f}  [{r['low']:.3f}, {r['high']:.3f}]")
+    for label, r in result["differences"].items():
+        lines.append(f"{label} - {result['reference']}: {r['value']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], "
+                     f"below in {r['share_below']:.1%} of the draws")
+    return "\n".join(lines)
