@@ -11,7 +11,7 @@ from pycocotools.cocoeval import COCOeval
 
 from spikedet import SpikedetError
 from spikedet.eval import COCO_METRICS, evaluate_coco
-from spikedet.eval.bootstrap import ImageDraws, bootstrap_coco, format_bootstrap
+from spikedet.eval.bootstrap import DRAWN_METRICS, ImageDraws, bootstrap_coco, format_bootstrap
 from spikedet.eval.coco_map import load_coco_gt
 
 
@@ -84,11 +84,11 @@ def test_a_draw_scores_as_pycocotools_scores_the_drawn_copies(gt_file):
     draws = ImageDraws(load_coco_gt(path), dets, ids)
     draw = np.random.default_rng(3).integers(0, len(ids), len(ids)).tolist()
     assert len(set(draw)) < len(draw)  # repeats, and images left out
-    got = draws.score(draw)
-    np.testing.assert_array_equal([-1 if got[m] is None else got[m] for m in COCO_METRICS],
-                                  pycocotools_on_copies(gt, dets, ids, draw))
+    got, expected = draws.score(draw), dict(zip(COCO_METRICS, pycocotools_on_copies(gt, dets, ids, draw)))
+    assert got == {name: expected[name] for name in DRAWN_METRICS}
     # scoring a draw leaves the per-image results as they were: every image once is evaluate_coco again
-    assert draws.score(list(range(len(ids)))) == evaluate_coco(path, dets)
+    whole = evaluate_coco(path, dets)
+    assert draws.score(list(range(len(ids)))) == {name: whole[name] for name in DRAWN_METRICS}
 
 
 def test_intervals_pair_the_draws_and_order_worse_detections_below(gt_file):
@@ -111,7 +111,8 @@ def test_intervals_pair_the_draws_and_order_worse_detections_below(gt_file):
 
 def test_bad_requests_are_one_line_errors(gt_file):
     _, path = gt_file
-    with pytest.raises(SpikedetError, match="metric 'mAP'"):
-        bootstrap_coco(path, {"a": []}, metric="mAP")
+    for metric in ("mAP", "APs"):  # APs: a draw is scored over objects of every size only
+        with pytest.raises(SpikedetError, match=f"metric '{metric}'"):
+            bootstrap_coco(path, {"a": []}, metric=metric)
     with pytest.raises(SpikedetError, match="resamples"):
         bootstrap_coco(path, {"a": []}, resamples=0)

@@ -191,7 +191,8 @@ def _add_compare_arguments(parser):
     parser.add_argument("--gt-coco", metavar="INSTANCES.json", type=checks.existing_file, required=True,
                         help="the COCO instances file they were scored on")
     parser.add_argument("--labels", nargs="+", help="one per detections file (default: the file names)")
-    parser.add_argument("--metric", default="AP50", help="a COCOeval figure: AP50 (default), AP, AP75, APs, ...")
+    parser.add_argument("--metric", default="AP50", help="a COCOeval figure over objects of every size: AP50 "
+                        "(default), AP, AP75, AR1, AR10, AR100")
     parser.add_argument("--resamples", type=checks.integer(1, 100000), default=1000,
                         help="image draws (default: 1000)")
     parser.add_argument("--seed", type=checks.integer(0, 2**32 - 1), default=0, help="of the draws (default: 0)")
