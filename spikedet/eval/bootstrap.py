@@ -17,6 +17,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
+from ultralytics.utils import TQDM
 
 from ..errors import SpikedetError
 from .coco_map import COCO_METRICS, load_coco_gt, match_images
@@ -59,7 +60,8 @@ class ImageDraws:
 
 
 def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int = 1000, seed: int = 0,
-                   metric: str = "AP50", level: float = 0.95, image_ids: Optional[Sequence[int]] = None) -> dict:
+                   metric: str = "AP50", level: float = 0.95, image_ids: Optional[Sequence[int]] = None,
+                   progress: bool = True) -> dict:
     """`metric` of each network in `detections` ({label: detections file or list}) on the whole image set,
     with a percentile interval at `level` from `resamples` image draws; and for every network after the first,
     its difference to the first with its interval and the share of draws in which it scored below the first.
@@ -81,7 +83,7 @@ def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int =
         raise SpikedetError(f"{metric} is undefined on these images (no ground truth in its area range)")
     rng = np.random.default_rng(seed)
     drawn = {label: [] for label in draws_of}
-    for _ in range(resamples):
+    for _ in TQDM(range(resamples), desc="image draws", disable=not progress):
         draw = rng.integers(0, len(ids), len(ids)).tolist()
         for label, draws in draws_of.items():
             value = draws.score(draw)[metric]
