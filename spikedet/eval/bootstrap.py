@@ -63,8 +63,8 @@ def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int =
                    metric: str = "AP50", level: float = 0.95, image_ids: Optional[Sequence[int]] = None,
                    progress: bool = True) -> dict:
     """`metric` of each network in `detections` ({label: detections file or list}) on the whole image set,
-    with a percentile interval at `level` from `resamples` image draws; and for every network after the first,
-    its difference to the first with its interval and the share of draws in which it scored below the first.
+    with an interval at `level` from `resamples` image draws; and for every network after the first, its
+    difference to the first with its interval (the same draws for every network).
 
     ground_truth: an instances JSON path or a COCO object; image_ids: the images scored (default: all of the
     ground truth's; a network run on a subset must name it). The draws come from numpy's generator seeded
@@ -92,15 +92,19 @@ def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int =
     tails = [(1 - level) / 2, (1 + level) / 2]
 
     def interval(samples, value):
+        """The basic (reverse percentile) interval: the draws' spread around their own centre, reflected about
+        the whole set's value. COCO AP's draws sit above the whole set's value (a category no drawn image holds
+        leaves the average, and rare categories score low), and reflecting pays that shift back where the
+        plain percentile interval would carry it over; draw_mean - value shows how large it is."""
         low, high = np.nanquantile(samples, tails)
-        return {"value": value, "low": float(low), "high": float(high)}
+        return {"value": value, "low": float(2 * value - high), "high": float(2 * value - low),
+                "draw_mean": float(np.nanmean(samples))}
 
     first = next(iter(draws_of))
     return {
         "metric": metric, "level": level, "resamples": resamples, "seed": seed, "images": len(ids),
         "networks": {label: interval(values[label], full[label]) for label in draws_of},
-        "differences": {label: {**interval(values[label] - values[first], full[label] - full[first]),
-                                "share_below": float(np.nanmean(values[label] < values[first]))}
+        "differences": {label: interval(values[label] - values[first], full[label] - full[first])
                         for label in draws_of if label != first},
         "reference": first,
     }
@@ -109,12 +113,12 @@ def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int =
 def format_bootstrap(result: dict) -> str:
     """The figures as a table: each network with its interval, then each difference to the first."""
     pct = f"{result['level']:.0%}"
-    lines = [f"{result['metric']} on {result['images']} images, {pct} intervals from {result['resamples']} "
-             f"paired image draws (seed {result['seed']})",
-             f"{'network':<24} {result['metric']:>7}  {pct + ' interval':>18}"]
+    lines = [f"{result['metric']} on {result['images']} images, {pct} intervals (basic bootstrap) from "
+             f"{result['resamples']} paired image draws (seed {result['seed']})",
+             f"{'network':<24} {result['metric']:>7}  {pct + ' interval':>18}  mean of the draws"]
     for label, r in result["networks"].items():
-        lines.append(f"{label:<24} {r['value']:7.3f}  [{r['low']:.3f}, {r['high']:.3f}]")
+        lines.append(f"{label:<24} {r['value']:7.3f}  [{r['low']:.3f}, {r['high']:.3f}]  {r['draw_mean']:.3f}")
     for label, r in result["differences"].items():
-        lines.append(f"{label} - {result['reference']}: {r['value']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], "
-                     f"below in {r['share_below']:.1%} of the draws")
+        lines.append(f"{label} - {result['reference']}: {r['value']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] "
+                     f"(mean of the draws {r['draw_mean']:+.3f})")
     return "\n".join(lines)
