@@ -93,10 +93,10 @@ def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int =
 
     def interval(samples, value):
         """The basic (reverse percentile) interval: the draws' spread around their own centre, reflected about
-        the whole set's value. COCO AP's draws sit above the whole set's value (docs/real_images.md: +0.027 AP50
-        on 206 images, of which categories absent from a draw explain about 0.001; AP's interpolated precision
-        is a running maximum, which the draws' noise raises), and reflecting pays that shift back where the
-        plain percentile interval would carry it over; draw_mean - value shows how large it is."""
+        the whole set's value. COCO AP's draws sit above the whole set's value (docs/real_images.md: +0.027
+        AP50 on 206 images, of which categories absent from a draw explain at most about 0.001; AP's
+        interpolated precision is a running maximum, which the draws' noise raises), and reflecting pays that
+        shift back where the plain percentile interval would carry it over; draw_mean - value shows its size."""
         low, high = np.nanquantile(samples, tails)
         return {"value": value, "low": float(2 * value - high), "high": float(2 * value - low),
                 "draw_mean": float(np.nanmean(samples))}
