@@ -59,8 +59,6 @@ def detection_files(folder: Optional[PathLike], timesteps: Sequence[int]) -> dic
     checked to be new and writable before any work ({} when not asked)."""
     if folder is None:
         return {}
-    if Path(folder).exists() and not Path(folder).is_dir():
-        raise fail(folder, "is a file, expected a folder for the detections")
     files = {None: Path(folder) / "ann.json", **{t: Path(folder) / f"t{t}.json" for t in timesteps}}
     for path in files.values():
         check_output(path, overwrite=False)

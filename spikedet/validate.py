@@ -131,16 +131,17 @@ def evaluate_network(network, truth: GroundTruth, settings: StreamSettings, prog
     if outputs is None:  # a torchrun process other than rank 0: its detections went to rank 0
         return None
     seconds = (time.perf_counter() - started) / len(truth.records)
-    results = {key: truth.results(dets, labels) for key, dets in outputs.items()}
-    scored = {key: truth.score(found) for key, found in results.items()}
-    kept = {"detections": {}} if keep_detections else {}
-    if is_snn(network):
-        if keep_detections:
-            kept["detections"]["snn"] = {t: results[t] for t in sorted(results)}
-        return {"snn": {t: scored[t] for t in sorted(scored)}, "seconds_per_image": {"snn": seconds}, **kept}
+    found = {key: truth.results(dets, labels) for key, dets in outputs.items()}
+    if is_snn(network):  # one row per T
+        row, found = "snn", {t: found[t] for t in sorted(found)}
+        scored = {t: truth.score(dets) for t, dets in found.items()}
+    else:
+        row, found = "ann", found[None]
+        scored = truth.score(found)
+    out = {row: scored, "seconds_per_image": {row: seconds}}
     if keep_detections:
-        kept["detections"]["ann"] = results[None]
-    return {"ann": scored[None], "seconds_per_image": {"ann": seconds}, **kept}
+        out["detections"] = {row: found}
+    return out
 
 
 def evaluate_networks(networks: Sequence, truth: GroundTruth, settings: StreamSettings,
