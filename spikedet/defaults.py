@@ -42,6 +42,7 @@ DEFAULTS = {
     "conf_eval": 0.001,
     "iou_eval": 0.7,
     "iou_eval_darknet": 0.45,
+    "teacher_ap_conf": 0.25,  # the teacher's detections at or above this score stand in for labels (distill.teacher_ap)
     "voc_split": "test",  # VOC's scoring split; a tree that lacks its files is told which image sets it has
     "batch_cpu": 1,  # images per simulation batch on the CPU (larger batches were slower per image there)
     "batch_gpu": 8,
@@ -65,6 +66,7 @@ DEFAULTS = {
     "lam_lr_distill": 1e-2,  # Adam, the thresholds lambda
     "feature_weight_distill": 25.0,  # the per-layer activation term against the head-output terms
     "quant_drop_distill": 0.0,  # the share of dual-error elements passing their float value in training (QDrop)
+    "ema_distill": 0.0,  # the decay of the student's weight average (0: the last step's weights are the result)
     "float_share_distill": 0.0,  # the share of steps that distill the student's float network (errors off)
     "save_minutes_distill": 10.0,  # how often a distillation saves its resumable state
 }

@@ -32,6 +32,7 @@ OPTIONS = {
     "feature_weight": (float, "a weight in [0, 1e6]", lambda v: 0 <= v <= 1e6),
     "float_share": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
     "quant_drop": (float, "a fraction in [0, 1)", lambda v: 0 <= v < 1),
+    "ema": (float, "a decay in [0, 1) (0: no weight average)", lambda v: 0 <= v < 1),
     "steps": (int, "a step count >= 1 (the run's length; replaces --epochs)", lambda v: v >= 1),
     "selection": (int, "a count >= 0 of training images held out to choose recipes on", lambda v: v >= 0),
     "select_every": (int, "a step count >= 0 (0: the selection loss at the end only)", lambda v: v >= 0),

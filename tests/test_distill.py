@@ -378,3 +378,19 @@ def test_start_continues_from_a_distilled_checkpoint(files, tmp_path):
         distill(other_weights, cfg, folder, tmp_path / "x.pt", start=first, **tiny, **kw)
     with pytest.raises(SpikedetError, match="selection images would be trained on"):
         distill(weights, cfg, folder, tmp_path / "y.pt", start=first, steps=1, **kw)  # selection=0: all trained
+
+
+def test_teacher_ap_is_one_for_the_teachers_own_copy_and_falls_with_its_levels(files):
+    """teacher_ap scores detections against the teacher's confident ones: the student's float network
+    (a copy of the teacher) scores exactly 1; coarse levels, which move the outputs, score less."""
+    from spikedet.distill.teacher_ap import teacher_ap
+
+    cfg, weights, names, folder = files
+    teacher = load_darknet(cfg, weights, names).eval()
+    paths = training_images([folder])
+    student = make_student(teacher, 2, channel_scales(teacher, load_batch(paths, 32))).eval()
+    result = teacher_ap(student, teacher, paths, 32, [1, 2], truth_conf=0.3)  # < 100 per image
+    assert result["float"] == {"AP50": 1.0, "AP": 1.0}
+    assert 0 <= result["1"]["AP50"] < 1 and result["1"]["AP"] < 1
+    with pytest.raises(SpikedetError, match="truth_conf"):
+        teacher_ap(student, teacher, paths, 32, [1], truth_conf=1.0)

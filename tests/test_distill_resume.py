@@ -37,12 +37,14 @@ def _stop_at(monkeypatch, call, signum=signal.SIGINT):
     monkeypatch.setattr(run_module, "head_loss", counting)
 
 
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.6])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_path, monkeypatch, ema):
     cfg, weights, names, folder = files
-    whole = distill(weights, cfg, folder, tmp_path / "whole.pt", names=names, **RECIPE)
+    recipe = {**RECIPE, "ema": ema}
+    whole = distill(weights, cfg, folder, tmp_path / "whole.pt", names=names, **recipe)
     _stop_at(monkeypatch, 3)
     with pytest.raises(Interrupted) as stop:
-        distill(weights, cfg, folder, tmp_path / "parts.pt", names=names, **RECIPE)
+        distill(weights, cfg, folder, tmp_path / "parts.pt", names=names, **recipe)
     assert stop.value.exit_code == 130 and "step 3 of 7" in str(stop.value)
     state = state_path(tmp_path / "parts.pt")
     assert torch.load(state, weights_only=True)["step"] == 3 and not (tmp_path / "parts.pt").exists()
@@ -62,6 +64,29 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_
         for key in kept_a["state_dict"]:
             assert torch.equal(kept_a["state_dict"][key], kept_b["state_dict"][key]), (step, key)
     assert not kept_path(whole, 7).exists()  # the last step's network is the output itself
+
+
+def test_with_ema_the_run_measures_and_writes_the_average_of_its_steps(files, tmp_path):
+    """ema=d: after each step average <- d * average + (1 - d) * weights; the kept networks and the output are
+    the average, the state holds both. Checked from step 6's kept average, step 7's weights and the output."""
+    cfg, weights, names, folder = files
+    d = 0.6
+    out = distill(weights, cfg, folder, tmp_path / "e.pt", names=names, **{**RECIPE, "ema": d})
+    state = torch.load(state_path(out), weights_only=True)
+    written = torch.load(out, weights_only=True)
+    kept = torch.load(kept_path(out, 6), weights_only=True)
+    assert written["distill"]["ema"] == d and state["settings"]["ema"] == d
+    moved = 0
+    for key, last in state["student"].items():
+        if not last.is_floating_point() or key.endswith("num_batches_tracked"):
+            continue
+        average = state["average"]["module." + key]
+        assert torch.equal(written["state_dict"][key], average.half()), key
+        if "running" not in key:  # parameters are averaged; frozen batch-norm statistics are copies
+            expected = d * kept["state_dict"][key].float() + (1 - d) * last
+            assert torch.allclose(average, expected, rtol=2e-3, atol=1e-4), key
+            moved += not torch.allclose(average, last, rtol=1e-3, atol=1e-5)
+    assert moved  # the average is not the last step's weights
 
 
 def test_the_control_a_different_recipe_ends_elsewhere(files, tmp_path):
@@ -117,6 +142,11 @@ def test_resume_checks_the_values_in_its_state_file(files, tmp_path, monkeypatch
     torch.save(content, tmp_path / "nan.last.pt")
     with pytest.raises(SpikedetError, match="non-finite"):
         resume(tmp_path / "nan.last.pt")
+    content = torch.load(state, weights_only=True)
+    content["settings"]["ema"] = 0.9  # a run with a weight average, but none in the file
+    torch.save(content, tmp_path / "no-average.last.pt")
+    with pytest.raises(SpikedetError, match="no-average.last.pt: a run with ema=0.9 whose state holds no weight"):
+        resume(tmp_path / "no-average.last.pt")
 
 
 def test_a_time_budget_ends_the_session_with_a_state_not_a_checkpoint(files, tmp_path):
@@ -215,7 +245,10 @@ def test_distill_loss_scores_a_checkpoint_on_its_selection_images(files, tmp_pat
     measured = json.loads((tmp_path / "s.json").read_text())["loss"]
     for key in ("4", "8", "float"):  # the checkpoint is float16, the run scored its float32 weights
         assert measured[key] == pytest.approx(recorded[key], rel=0.02, abs=1e-3)
-    assert main(common + ["--images", str(folder), "--json", str(tmp_path / "all.json")]) == 0
+    assert main(common + ["--images", str(folder), "--json", str(tmp_path / "all.json"), "--teacher-ap"]) == 0
+    assert "AP against the teacher's detections (AP50 / AP): L=4: " in capsys.readouterr().out
+    scored = json.loads((tmp_path / "all.json").read_text())["teacher_ap"]
+    assert set(scored) == {"4", "8", "float"} and all(set(v) == {"AP50", "AP"} for v in scored.values())
     everything = json.loads((tmp_path / "all.json").read_text())["images"]
     assert len(everything) == 6 and everything != json.loads((tmp_path / "s.json").read_text())["images"]
     assert main(common + ["--selection-of", str(weights)]) == 2

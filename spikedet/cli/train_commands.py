@@ -170,6 +170,9 @@ def _add_distill_loss_arguments(parser):
                         metavar="L", help="levels to score at, besides the float network (default: 8,16)")
     parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"],
                         help=f"image side (default: {DEFAULTS['imgsz']})")
+    parser.add_argument("--teacher-ap", action="store_true",
+                        help="also score each level's detections against the teacher's detections scoring >= "
+                        f"{DEFAULTS['teacher_ap_conf']} (AP50 and AP by pycocotools; spikedet.distill.teacher_ap)")
     parser.add_argument("--json", type=checks.output_file, help="also write the figures to this file")
 
 
@@ -191,6 +194,19 @@ def _run_distill_loss(args, parser):
     mean = sum(result[str(L)] for L in sorted(set(args.levels))) / len(set(args.levels))
     print("  ".join(f"L={k}: {v:.4f}" if k != "float" else f"float: {v:.4f}" for k, v in result.items())
           + f"  mean over levels: {mean:.4f}")
+    scored = None
+    if args.teacher_ap:
+        from ..distill.teacher_ap import teacher_ap
+
+        scored = teacher_ap(student, teacher, paths, args.imgsz, sorted(set(args.levels)))
+        print("AP against the teacher's detections (AP50 / AP): " + "  ".join(
+            f"{'L=' + k if k != 'float' else k}: {_figure(v['AP50'])} / {_figure(v['AP'])}"
+            for k, v in scored.items()))
     if args.json:
         atomic_write_json(args.json, {"weights": str(args.weights), "images": [str(p) for p in paths],
-                                      "imgsz": args.imgsz, "loss": result, "mean_over_levels": mean})
+                                      "imgsz": args.imgsz, "loss": result, "mean_over_levels": mean,
+                                      **({"teacher_ap": scored} if scored else {})})
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -74,7 +74,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             log: Optional[Source] = None, threads: Optional[int] = None,
             init: str = CHOICES["distill_init"][0], augment: str = CHOICES["distill_augment"][0],
             float_share: float = DEFAULTS["float_share_distill"],
-            quant_drop: float = DEFAULTS["quant_drop_distill"], steps: Optional[int] = None,
+            quant_drop: float = DEFAULTS["quant_drop_distill"], ema: float = DEFAULTS["ema_distill"],
+            steps: Optional[int] = None,
             selection: int = 0, select_every: int = 0,
             save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
             start: Optional[Source] = None) -> Path:
@@ -91,7 +92,9 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     activation-matching term (0: head outputs only). float_share: the fraction of steps that distill the
     student's float network (both errors off) instead, so its weights stay a good float network too.
     quant_drop: the share of each dual-error layer's elements that pass their float value in training (QDrop,
-    see student.QuantDrop).
+    see student.QuantDrop). ema: the decay of an exponential moving average of the student's parameters, updated
+    after every step; when > 0 the average (not the last step's weights) is what the selection loss scores and
+    the checkpoints hold (student.weight_average).
     selection: images held out of training (seeded draw), whose head loss at each level and for the float
     network is recorded at the end and every `select_every` steps; the network of each such step is kept as
     NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped. save_minutes: how
@@ -105,7 +108,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     """
     options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
                                  threads=threads, workers=workers, log=None if log is None else str(log),
-                                 float_share=float_share, quant_drop=quant_drop, steps=steps, selection=selection,
+                                 float_share=float_share, quant_drop=quant_drop, ema=ema, steps=steps,
+                                 selection=selection,
                                  select_every=select_every, save_minutes=save_minutes, device=device))
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
     if not train_levels or train_levels[0] < 1 or train_levels[-1] > DEFAULTS["max_timesteps"]:
@@ -138,7 +142,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         "steps": options["steps"] or int(epochs) * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
         "lambda_only": bool(lambda_only), "lr": options["lr"], "lam_lr": options["lam_lr"], "seed": int(seed),
         "feature_weight": options["feature_weight"], "init": init, "augment": augment,
-        "float_share": options["float_share"], "quant_drop": options["quant_drop"],
+        "float_share": options["float_share"], "quant_drop": options["quant_drop"], "ema": options["ema"],
         "select_every": options["select_every"], "start": started_from,
     }
     return run(settings, None, max_minutes=options["max_minutes"], threads=options["threads"],
@@ -193,8 +197,8 @@ def check_start(start: Source, teacher_sha256: str, train: Sequence[Path]) -> di
 def _check_settings(settings: dict, path) -> None:
     """A state file's settings get the checks the same values get as options (they come from a file)."""
     try:
-        check_options({k: settings[k] for k in ("lr", "lam_lr", "feature_weight", "float_share", "quant_drop",
-                                                "steps", "select_every")})
+        check_options({**{k: settings[k] for k in ("lr", "lam_lr", "feature_weight", "float_share", "quant_drop",
+                                                   "steps", "select_every")}, "ema": settings.get("ema", 0.0)})
         levels = [int(v) for v in settings["levels"]]
         ok = (levels and all(1 <= v <= DEFAULTS["max_timesteps"] for v in levels)
               and settings["init"] in CHOICES["distill_init"] and settings["augment"] in CHOICES["distill_augment"]

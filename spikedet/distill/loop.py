@@ -29,7 +29,7 @@ from .images import DistillImages, load_batch
 from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss
 from .state import restore_random_states, save_state
 from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
-                      mse_scales, set_levels)
+                      mse_scales, set_levels, weight_average)
 
 PARTS = ("obj", "box", "cls", "feat")
 
@@ -68,6 +68,14 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     student.eval()  # frozen BN statistics; gradients still flow
     if saved or start is not None:
         student.load_state_dict(saved["student"] if saved else start.state_dict())
+    average = weight_average(student, s.get("ema", 0.0))
+    if average is not None and saved:
+        try:
+            average.load_state_dict(saved["average"])
+        except (KeyError, RuntimeError):
+            raise SpikedetError(f"{s['state']}: a run with ema={s['ema']} whose state holds no weight average "
+                                "of this network") from None
+    net = student if average is None else average.module  # what the run measures and writes
     lams = [p for n, p in student.named_parameters() if n.endswith(".lam")]
     others = [p for n, p in student.named_parameters() if not n.endswith(".lam")]
     for p in others:
@@ -98,13 +106,13 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
 
     def save(finished=False):
         state = save_state(s["state"], s, student, optimizer, scales, step, sums, history, draw_levels, finished,
-                           minutes())
+                           minutes(), average)
         return state
 
     def select():
         dropout.active = False
         try:
-            return selection_loss(student, teacher, selection, s["imgsz"], s["levels"])
+            return selection_loss(net, teacher, selection, s["imgsz"], s["levels"])
         finally:
             dropout.active = True
 
@@ -126,6 +134,8 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
                         g["lr"] = base * lr_scale
                     out = _step(student, teacher, x.to(device, non_blocking=True), s, draw_levels, capture, scales,
                                 optimizer, lams, others)
+                    if average is not None:
+                        average.update_parameters(student)
                     step += 1
                     sums = {"n": sums.get("n", 0) + 1,
                             **{k: sums.get(k, 0.0) + out.get(k, 0.0) for k in ("loss",) + PARTS}}
@@ -141,7 +151,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
                             log_file.flush()
                     if selection and s["select_every"] and step % s["select_every"] == 0 and step < total:
                         history.append({"steps": step, "selection_loss": select()})
-                        _keep(student, s, history, step, minutes(), progress)
+                        _keep(net, s, history, step, minutes(), progress)
                     if requested:
                         stopped = requested["signal"]
                     elif max_minutes and (time.time() - started) / 60 >= max_minutes:
@@ -153,7 +163,8 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
                         last_save = time.time()
     finally:
         bar.close()
-        set_levels(student, s["levels"][0])
+        for network in {id(student): student, id(net): net}.values():
+            set_levels(network, s["levels"][0])
         if log_file:
             log_file.close()
 
@@ -175,11 +186,11 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
         _say(progress, f"distill: head loss on the {len(selection)} selection images")
         record["selection_loss"] = select()
         history.append({"steps": step, "selection_loss": record["selection_loss"]})
-    set_levels(student, s["levels"][0])
+    set_levels(net, s["levels"][0])
     if Path(s["output"]).exists():
         raise SpikedetError(f"{s['output']}: appeared during the run; spikedet does not overwrite it "
                             f"(the state {save()} holds the result)")
-    output = save_ann(student.cpu(), s["output"], half=True, distill=record)
+    output = save_ann(net.cpu(), s["output"], half=True, distill=record)
     save(finished=True)
     return output
 
@@ -262,6 +273,7 @@ def _record(s: dict, history: list, step: int, minutes: float) -> dict:
         "epochs_done": round(step / s["steps_per_epoch"], 3), "steps": step, "imgsz": s["imgsz"],
         "batch": s["batch"], "lambda_only": s["lambda_only"], "lr": s["lr"], "lam_lr": s["lam_lr"],
         "feature_weight": s["feature_weight"], "float_share": s["float_share"], "quant_drop": s["quant_drop"],
+        "ema": s.get("ema", 0.0),
         "seed": s["seed"], "start": s.get("start"), "minutes": minutes, "augment": s["augment"],
         "views": DistillImages.describe(s["augment"]),
         "loss": "objectness soft BCE (KL) x100 + teacher-objectness-weighted box MSE + class soft BCE (KL)",

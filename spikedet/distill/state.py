@@ -1,8 +1,9 @@
 """The resumable state of a distillation: everything a stopped run needs to go on as if it had not stopped.
 
 Saved atomically every few minutes, at a stop (time budget, Ctrl-C, SIGTERM) and at the end: the settings
-(plain values), the student's weights, the optimizer, the step, the epoch's running sums, the history and
-the random states (the level draws and torch's generators, which quantization dropout uses). The image order
+(plain values), the student's weights (and their running average, with `ema`), the optimizer, the step, the
+epoch's running sums, the history and the random states (the level draws and torch's generators, which
+quantization dropout uses). The image order
 is not stored: each epoch's order is a function of (seed, epoch), and each view of (seed, epoch, index), so
 the step count places a resumed run exactly. Read back with torch.load(weights_only=True), checked before use.
 """
@@ -20,7 +21,8 @@ _KEYS = ("settings", "student", "optimizer", "initial_scales", "step", "epoch_su
 
 
 def save_state(path, settings: dict, student, optimizer, initial_scales, step: int, epoch_sums: dict,
-               history: list, draw_levels: random.Random, finished: bool = False, minutes: float = 0.0) -> Path:
+               history: list, draw_levels: random.Random, finished: bool = False, minutes: float = 0.0,
+               average=None) -> Path:
     return atomic_torch_save({
         "format": STATE_FORMAT, "version": STATE_VERSION, "settings": settings,
         "student": {k: v.detach().clone() for k, v in student.state_dict().items()},
@@ -30,6 +32,7 @@ def save_state(path, settings: dict, student, optimizer, initial_scales, step: i
                 **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else {})},
         "finished": bool(finished),
         "minutes": float(minutes),
+        **({} if average is None else {"average": {k: v.detach().clone() for k, v in average.state_dict().items()}}),
     }, path)
 
 
@@ -46,7 +49,11 @@ def load_state(path) -> dict:
         raise fail(path, f"distillation state without {', '.join(missing)}")
     if not isinstance(content["step"], int) or content["step"] < 0 or not isinstance(content["settings"], dict):
         raise fail(path, "distillation state with a bad step or settings record")
-    for name, tensor in list(content["student"].items()) + [("initial scales", s) for s in content["initial_scales"]]:
+    average = content.get("average", {})
+    if not isinstance(average, dict):
+        raise fail(path, "distillation state with a weight average that is not a table of tensors")
+    for name, tensor in (list(content["student"].items()) + list(average.items())
+                         + [("initial scales", s) for s in content["initial_scales"]]):
         if not isinstance(tensor, torch.Tensor):
             raise fail(path, f"distillation state: {name} is not a tensor")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():

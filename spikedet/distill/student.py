@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..errors import SpikedetError
 from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, DualErrorSettings, install_leaky_dual_error
@@ -82,6 +83,21 @@ def set_levels(model: nn.Module, levels: Optional[int]) -> nn.Module:
     if getattr(model, "dual_error", None):
         model.dual_error = {**model.dual_error, **change}
     return model
+
+
+def weight_average(student: nn.Module, decay: float) -> Optional[AveragedModel]:
+    """An exponential moving average of the student's parameters (torch's AveragedModel, `decay` per step;
+    update_parameters(student) after each step), or None for decay 0. Its `.module` is the network a run
+    measures and writes.
+
+    Why: with batches of 8 views and Adam, the last step's weights carry that step's noise; an average over the
+    last ~1 / (1 - decay) steps sits nearer the middle of where the run has been (ultralytics' ModelEMA, SWA).
+    Made before any hook is put on the student: the copy would carry it."""
+    if not decay:
+        return None
+    average = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(float(decay)))
+    average.module.eval()
+    return average
 
 
 class QuantDrop:
