@@ -4,6 +4,7 @@ import sys
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
 from ..distill_options import OPTIONS as DISTILL_OPTIONS, SESSION_OPTIONS
+from ..errors import SpikedetError
 from . import _run_folder_arguments, command
 
 
@@ -210,3 +211,68 @@ def _run_distill_loss(args, parser):
 
 def _figure(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+# --- choose -------------------------------------------------------------------------------------------------
+
+
+def _add_choose_arguments(parser):
+    parser.add_argument("--shipped", required=True, type=checks.existing_file,
+                        help="the distilled file shipped now (its selection images are the ones scored)")
+    parser.add_argument("--candidates", required=True, nargs="+", type=checks.existing_file, metavar="FILE",
+                        help="distilled files that may replace it (outputs and kept NAME.stepN.pt files)")
+    parser.add_argument("--teacher", required=True, type=checks.existing_file,
+                        help="the darknet .weights they were distilled from")
+    parser.add_argument("--cfg", required=True, type=checks.existing_file, help="its .cfg")
+    parser.add_argument("--names", type=checks.existing_file, help="the .names (default: beside the cfg)")
+    parser.add_argument("--levels", type=checks.positive_list, default=list(DEFAULTS["levels_distill"]),
+                        metavar="L", help="levels whose teacher AP50 makes the figure (default: 8,16)")
+    parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"],
+                        help=f"image side (default: {DEFAULTS['imgsz']})")
+    parser.add_argument("--json", type=checks.output_file, help="also write the figures and the verdict here")
+
+
+@command("choose", help="apply the selection rule: score the shipped distilled file and candidates by teacher AP "
+         "on the shipped file's selection images and say which one ships")(_add_choose_arguments)
+def _run_choose(args, parser):
+    from ..darknet import load_darknet
+    from ..distill import sha256
+    from ..distill.choose import MARGIN, check_same_selection, choose, run_record, scored
+    from ..distill.images import selection_images_of
+    from ..distill.teacher_ap import teacher_ap
+    from ..fileio import atomic_write_json, load_torch_file
+    from ..model.checkpoint import load_ann
+
+    files = [args.shipped] + [c for c in args.candidates if c != args.shipped]
+    contents = {f: load_torch_file(f) for f in files}
+    records = {f: run_record(f, contents[f]) for f in files}
+    teacher_sha = sha256(args.teacher)
+    for f in files:
+        if records[f]["teacher"].get("weights_sha256") != teacher_sha:
+            raise SpikedetError(f"{f}: was not distilled from {args.teacher} (weights sha256 differs)")
+        if f != args.shipped:
+            check_same_selection(f, records[f], args.shipped, records[args.shipped])
+    paths = selection_images_of(args.shipped)
+    levels = sorted(set(args.levels))
+    teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
+    figures, results = {}, {}
+    for f in files:
+        print(f"teacher AP of {f} on {len(paths)} selection images, {args.imgsz} px ...", file=sys.stderr, flush=True)
+        student = load_ann(f, contents[f]).float().eval()
+        results[f] = teacher_ap(student, teacher, paths, args.imgsz, levels)
+        figures[f] = scored(str(f), records[f]["steps"], results[f])
+    winner, why = choose(figures[args.shipped], [figures[f] for f in files[1:]])
+    print("file  steps  " + "  ".join(f"AP50 L={L}" for L in levels) + "  figure  float")
+    for f in files:
+        s = figures[f]
+        print(f"{f}{' (shipped)' if f == args.shipped else ''}  {s.steps}  "
+              + "  ".join(f"{s.levels[str(L)]:.4f}" for L in levels) + f"  {s.figure:.4f}  {s.float_ap50:.4f}")
+    print(f"rule: {winner.name} replaces {args.shipped}" if winner else f"rule: {args.shipped} stays")
+    for line in why:
+        print(f"  {line}")
+    if args.json:
+        atomic_write_json(args.json, {
+            "images": [str(p) for p in paths], "imgsz": args.imgsz, "levels": levels, "margin": MARGIN,
+            "shipped": str(args.shipped), "winner": winner.name if winner else None, "why": why,
+            "files": [{"file": str(f), "sha256": sha256(f), "steps": figures[f].steps, "teacher_ap": results[f],
+                       "figure": figures[f].figure} for f in files]})

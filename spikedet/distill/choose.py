@@ -1,0 +1,102 @@
+"""The selection rule as code: which distilled file, if any, replaces the shipped one (docs/real_images.md, "The
+selection rule from 2026-12-04").
+
+Why code: the rule decides what ships, so it should be one command that anyone can rerun, not arithmetic done
+by hand in a note. Each file is scored by teacher AP (spikedet.distill.teacher_ap) on the shipped file's 200
+held-out selection images; every candidate must have held out exactly those images, or its figure would be
+measured on images it trained on.
+
+1. A file's figure is the mean of its teacher AP50 over the levels (L = 8 and 16).
+2. The higher figure wins; within `margin` of each other, the file with fewer steps.
+3. A candidate can replace the shipped file only if its figure is at least `margin` above the shipped file's
+   and its float network's teacher AP50 is not below the shipped file's. Rule 2 chooses among those.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import SpikedetError, fail
+
+MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One file's teacher AP50 at each level and for its float network, and its run's step count."""
+    name: str
+    steps: int
+    levels: Dict[str, float]
+    float_ap50: float
+
+    @property
+    def figure(self) -> float:
+        return sum(self.levels.values()) / len(self.levels)
+
+
+def scored(name: str, steps: int, teacher_ap: Dict[str, Dict[str, Optional[float]]]) -> Scored:
+    """A Scored from teacher_ap()'s result; an error if the teacher found nothing to score against."""
+    if any(v["AP50"] is None for v in teacher_ap.values()):
+        raise fail(name, "no teacher detections on the selection images to score against")
+    levels = {k: float(v["AP50"]) for k, v in teacher_ap.items() if k != "float"}
+    return Scored(name, int(steps), levels, float(teacher_ap["float"]["AP50"]))
+
+
+def choose(shipped: Scored, candidates: Sequence[Scored], margin: float = MARGIN) -> Tuple[Optional[Scored], List[str]]:
+    """(the file that replaces `shipped`, or None if it stays; one line per candidate saying why it lost)."""
+    if not candidates:
+        raise SpikedetError("no candidates to choose from")
+    for c in candidates:
+        if set(c.levels) != set(shipped.levels):
+            raise fail(c.name, f"scored at levels {sorted(c.levels)}, the shipped file at {sorted(shipped.levels)}")
+    why, eligible = [], []
+    for c in candidates:
+        if round(c.figure - shipped.figure, 9) < margin:  # rounded: 0.818 - 0.808 is 0.01, not 0.00999...
+            why.append(f"{c.name}: figure {c.figure:.4f} is not {margin} above the shipped file's "
+                       f"{shipped.figure:.4f}")
+        elif c.float_ap50 < shipped.float_ap50:
+            why.append(f"{c.name}: float network {c.float_ap50:.4f} is below the shipped file's "
+                       f"{shipped.float_ap50:.4f}")
+        else:
+            eligible.append(c)
+    if not eligible:
+        return None, why
+    best = max(eligible, key=lambda c: c.figure)
+    close = [c for c in eligible if round(best.figure - c.figure, 9) < margin]
+    winner = min(close, key=lambda c: (c.steps, -c.figure))
+    for c in eligible:
+        if c is winner:
+            continue
+        if c in close:
+            why.append(f"{c.name}: within {margin} of {winner.name} ({c.figure:.4f} against {winner.figure:.4f}), "
+                       f"with more steps ({c.steps} against {winner.steps})")
+        else:
+            why.append(f"{c.name}: figure {c.figure:.4f} is below {best.name}'s {best.figure:.4f} by {margin} or more")
+    return winner, why
+
+
+def run_record(path, content: dict) -> dict:
+    """The `distill` record of a distilled checkpoint, checked to name its steps and held-out images."""
+    record = content.get("distill")
+    if not isinstance(record, dict):
+        raise fail(path, "not a distilled checkpoint (tools/train.py --distill writes them)")
+    steps, held = record.get("steps"), record.get("selection_images")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise fail(path, "its distill record has no step count")
+    if not isinstance(held, list) or not held or not all(isinstance(p, str) for p in held):
+        raise fail(path, "names no selection images (distill with selection=N)")
+    return record
+
+
+def check_same_selection(path, record: dict, shipped_path, shipped_record: dict):
+    """A candidate must hold out the shipped file's selection images: its figure is then measured on images
+    neither file trained on."""
+    def resolved(paths):
+        return {str(Path(p).resolve()) for p in paths}
+
+    if resolved(record["selection_images"]) != resolved(shipped_record["selection_images"]):
+        raise fail(path, f"holds out other selection images than {shipped_path} (the rule compares files on "
+                         "the same held-out images)")
+    trained = resolved(record.get("image_paths") or [])
+    seen = trained & resolved(shipped_record["selection_images"])
+    if seen:
+        raise fail(path, f"trained on {len(seen)} of the selection images, e.g. {sorted(seen)[0]}")
