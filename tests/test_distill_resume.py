@@ -235,6 +235,41 @@ def test_an_epochs_logged_loss_is_the_mean_of_its_steps(files, tmp_path, monkeyp
     assert epochs[0]["loss"] == pytest.approx(sum(losses[:3]) / 3) and epochs[1]["loss"] == pytest.approx(losses[3])
 
 
+def test_a_resumed_run_goes_on_writing_the_log_it_started_with(files, tmp_path, monkeypatch):
+    """Without log= on --resume, the epochs after the stop land in the same log, as in an uninterrupted run."""
+    cfg, weights, names, folder = files
+
+    def entries(log):
+        return [{k: v for k, v in json.loads(line).items() if k != "minutes"} for line in log.read_text().splitlines()]
+
+    distill(weights, cfg, folder, tmp_path / "whole.pt", names=names, log=tmp_path / "whole.jsonl", **RECIPE)
+    _stop_at(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        distill(weights, cfg, folder, tmp_path / "parts.pt", names=names, log=tmp_path / "parts.jsonl", **RECIPE)
+    monkeypatch.undo()
+    assert [e["steps"] for e in entries(tmp_path / "parts.jsonl")] == [2]  # 4 training images, batch 2
+    resume(state_path(tmp_path / "parts.pt"), progress=False)
+    assert entries(tmp_path / "parts.jsonl") == entries(tmp_path / "whole.jsonl")
+    assert [e["steps"] for e in entries(tmp_path / "whole.jsonl")] == [2, 4, 6, 7]
+
+
+def test_a_state_whose_log_cannot_be_written_asks_for_log(files, tmp_path, monkeypatch, capsys):
+    cfg, weights, names, folder = files
+    (tmp_path / "logs").mkdir()
+    _stop_at(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        distill(weights, cfg, folder, tmp_path / "g.pt", names=names, log=tmp_path / "logs" / "g.jsonl", **RECIPE)
+    monkeypatch.undo()
+    (tmp_path / "logs" / "g.jsonl").unlink()
+    (tmp_path / "logs").rmdir()
+    state = str(state_path(tmp_path / "g.pt"))
+    assert main(["train", "--distill", "--resume", state]) == 2
+    err = capsys.readouterr().err
+    assert state in err and "give log=FILE" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--distill", "--resume", state, f"log={tmp_path / 'other.jsonl'}"]) == 0
+    assert [json.loads(line)["steps"] for line in (tmp_path / "other.jsonl").read_text().splitlines()] == [4, 6, 7]
+
+
 def test_distill_loss_scores_a_checkpoint_on_its_selection_images(files, tmp_path, capsys):
     cfg, weights, names, folder = files
     out = distill(weights, cfg, folder, tmp_path / "d.pt", names=names, **RECIPE)

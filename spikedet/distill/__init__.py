@@ -144,6 +144,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         "feature_weight": options["feature_weight"], "init": init, "augment": augment,
         "float_share": options["float_share"], "quant_drop": options["quant_drop"], "ema": options["ema"],
         "select_every": options["select_every"], "start": started_from,
+        "log": None if options["log"] is None else str(Path(options["log"]).resolve()),
     }
     return run(settings, None, max_minutes=options["max_minutes"], threads=options["threads"],
                workers=options["workers"], log=options["log"], progress=progress,
@@ -152,7 +153,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
 
 def resume(state: Source, progress: bool = True, **session) -> Path:
     """Continue the run whose state file is `state` (NAME.last.pt) to its last step; returns what distill()
-    returns. session: only how it runs may change (max_minutes, threads, workers, log, save_minutes)."""
+    returns. session: only how it runs may change (max_minutes, threads, workers, log, save_minutes); without
+    log= the run goes on appending to the log it started with, so a stop leaves no hole in it."""
     other = sorted(set(session) - set(SESSION_OPTIONS))
     if other:
         raise SpikedetError(f"a resumed run keeps its recipe: {', '.join(other)} cannot change (it takes "
@@ -168,9 +170,15 @@ def resume(state: Source, progress: bool = True, **session) -> Path:
     if sha256(settings["weights"]) != settings["weights_sha256"]:
         raise fail(settings["weights"], "differs from the teacher the run started with (sha256)")
     settings = {**settings, "state": str(Path(state).resolve())}
+    log = options.get("log")
+    if log is None and settings.get("log") is not None:
+        try:
+            log = check_options({"log": settings["log"]})["log"]
+        except SpikedetError as e:
+            raise fail(state, f"the run's log cannot be appended to here ({e}); give log=FILE") from None
     return run(settings, saved, progress=progress, save_minutes=options.get("save_minutes") or
-               DEFAULTS["save_minutes_distill"], **{k: options.get(k) for k in ("max_minutes", "threads", "log")},
-               workers=options.get("workers") or 0, device=options.get("device"))
+               DEFAULTS["save_minutes_distill"], **{k: options.get(k) for k in ("max_minutes", "threads")},
+               log=log, workers=options.get("workers") or 0, device=options.get("device"))
 
 
 def check_start(start: Source, teacher_sha256: str, train: Sequence[Path]) -> dict:
