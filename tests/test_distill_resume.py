@@ -202,6 +202,30 @@ def test_the_selection_set_is_seeded_disjoint_and_named_in_the_checkpoint(files,
     assert [e["steps"] for e in record["history"] if "selection_loss" in e] == [3, 6, 7]
 
 
+def test_selection_seed_holds_the_same_images_out_for_another_training_seed(files, tmp_path):
+    """Two seeds of one recipe are comparable only on the same selection images: selection_seed fixes them."""
+    cfg, weights, names, folder = files
+    paths = training_images(folder)
+    held = {s: [str(p) for p in split_selection(paths, 2, seed=s)[1]] for s in range(4)}
+    other = next(s for s in range(1, 4) if held[s] != held[0])  # a seed whose own draw differs
+    recipe = {**RECIPE, "steps": 2, "select_every": 0}
+    first = torch.load(distill(weights, cfg, folder, tmp_path / "a.pt", names=names, **recipe), weights_only=True)
+    fixed = torch.load(distill(weights, cfg, folder, tmp_path / "b.pt", names=names, seed=other, selection_seed=0,
+                               **recipe), weights_only=True)
+    own = torch.load(distill(weights, cfg, folder, tmp_path / "c.pt", names=names, seed=other, **recipe),
+                     weights_only=True)
+    assert first["distill"]["selection_images"] == fixed["distill"]["selection_images"] == held[0]
+    assert own["distill"]["selection_images"] == held[other]
+    assert (fixed["distill"]["seed"], fixed["distill"]["selection_seed"]) == (other, 0)
+    assert any(not torch.equal(first["state_dict"][k], fixed["state_dict"][k]) for k in first["state_dict"])
+    distill(weights, cfg, folder, tmp_path / "d.pt", names=names, seed=other, selection_seed=0,
+            start=tmp_path / "a.pt", **recipe)
+    with pytest.raises(SpikedetError, match="selection_seed="):
+        distill(weights, cfg, folder, tmp_path / "e.pt", names=names, seed=other, start=tmp_path / "a.pt", **recipe)
+    with pytest.raises(SpikedetError, match="selection_seed=-1"):
+        distill(weights, cfg, folder, tmp_path / "f.pt", names=names, selection_seed=-1, **recipe)
+
+
 def test_the_command_line_resumes_and_refuses_a_new_recipe(files, tmp_path, monkeypatch, capsys):
     cfg, weights, names, folder = files
     _stop_at(monkeypatch, 2)

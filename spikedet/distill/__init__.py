@@ -76,7 +76,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             float_share: float = DEFAULTS["float_share_distill"],
             quant_drop: float = DEFAULTS["quant_drop_distill"], ema: float = DEFAULTS["ema_distill"],
             steps: Optional[int] = None,
-            selection: int = 0, select_every: int = 0,
+            selection: int = 0, selection_seed: Optional[int] = None, select_every: int = 0,
             save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
             start: Optional[Source] = None) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
@@ -95,13 +95,14 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     see student.QuantDrop). ema: the decay of an exponential moving average of the student's parameters, updated
     after every step; when > 0 the average (not the last step's weights) is what the selection loss scores and
     the checkpoints hold (student.weight_average).
-    selection: images held out of training (seeded draw), whose head loss at each level and for the float
-    network is recorded at the end and every `select_every` steps; the network of each such step is kept as
-    NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped. save_minutes: how
-    often the resumable state (state_path(output)) is saved. max_minutes: stop this session at a step boundary
-    after this much wall time (the state is saved; the learning-rate schedule does not depend on it). log: a
-    JSON-lines file of per-epoch loss. device: where the networks run (default cpu; e.g. cuda: float32, no
-    mixed precision).
+    selection: images held out of training (drawn by `selection_seed`, default `seed`), whose head loss at each
+    level and for the float network is recorded at the end and every `select_every` steps; the network of each
+    such step is kept as NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped.
+    selection_seed: fix it to score two seeds of one recipe on the same held-out images (`seed` then draws only
+    the training). save_minutes: how often the resumable state (state_path(output)) is saved. max_minutes: stop
+    this session at a step boundary after this much wall time (the state is saved; the learning-rate schedule
+    does not depend on it). log: a JSON-lines file of per-epoch loss. device: where the networks run (default
+    cpu; e.g. cuda: float32, no mixed precision).
     start: a checkpoint this function wrote from the same teacher; the student starts from its weights and
     thresholds (`init` unused) and runs a new schedule of `steps`: a longer run without redoing the first.
     None of its selection images may be among this run's training images (the measure would see them).
@@ -109,7 +110,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     options = check_options(dict(lr=lr, lam_lr=lam_lr, feature_weight=feature_weight, max_minutes=max_minutes,
                                  threads=threads, workers=workers, log=None if log is None else str(log),
                                  float_share=float_share, quant_drop=quant_drop, ema=ema, steps=steps,
-                                 selection=selection,
+                                 selection=selection, selection_seed=selection_seed,
                                  select_every=select_every, save_minutes=save_minutes, device=device))
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
     if not train_levels or train_levels[0] < 1 or train_levels[-1] > DEFAULTS["max_timesteps"]:
@@ -130,7 +131,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         if path is not None and Path(path).exists():
             raise fail(path, f"exists ({what}); spikedet does not overwrite it")
     sources = [images] if isinstance(images, (str, Path)) else list(images)
-    train, held = split_selection(training_images(sources), options["selection"], seed)
+    selection_seed = seed if options["selection_seed"] is None else options["selection_seed"]
+    train, held = split_selection(training_images(sources), options["selection"], selection_seed)
     started_from = None if start is None else check_start(start, sha256(weights), train)
     steps_per_epoch = max(len(train) // int(batch), 1)
     settings = {
@@ -141,6 +143,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         "levels": train_levels, "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch),
         "steps": options["steps"] or int(epochs) * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
         "lambda_only": bool(lambda_only), "lr": options["lr"], "lam_lr": options["lam_lr"], "seed": int(seed),
+        "selection_seed": int(selection_seed),
         "feature_weight": options["feature_weight"], "init": init, "augment": augment,
         "float_share": options["float_share"], "quant_drop": options["quant_drop"], "ema": options["ema"],
         "select_every": options["select_every"], "start": started_from,
@@ -198,7 +201,7 @@ def check_start(start: Source, teacher_sha256: str, train: Sequence[Path]) -> di
     seen = sorted(held & {str(p) for p in train})
     if seen:
         raise fail(start, f"{len(seen)} of its selection images would be trained on here, e.g. {seen[0]} (use "
-                          "its sources, seed and selection=N, which hold the same images out)")
+                          "its sources, selection=N and its seed as selection_seed=, which hold the same images out)")
     return {"file": str(Path(start).resolve()), "sha256": sha256(start)}
 
 
