@@ -16,4 +16,4 @@ def test_shipped_network_keeps_darknets_accuracy_at_eight_steps():
     results = SpikingYOLO(SHIPPED).val(gt_coco=COCO_GT, timesteps=[8])
     ann, snn = results["ann"]["coco"]["AP50"], results["snn"][8]["coco"]["AP50"]
     assert abs(snn - ann) < 0.005, (snn, ann)  # burst neurons at T = L: the dual-error ANN, up to float rounding
-    assert snn > 0.88 * DARKNET_AP50, snn  # measured 0.232 (darknet converted as trained: 0.104)
+    assert snn > 0.88 * DARKNET_AP50, snn  # measured 0.220 ((p): 0.232; darknet as trained: 0.104)
