@@ -16,4 +16,6 @@ def test_shipped_network_keeps_darknets_accuracy_at_eight_steps():
     results = SpikingYOLO(SHIPPED).val(gt_coco=COCO_GT, timesteps=[8])
     ann, snn = results["ann"]["coco"]["AP50"], results["snn"][8]["coco"]["AP50"]
     assert abs(snn - ann) < 0.005, (snn, ann)  # burst neurons at T = L: the dual-error ANN, up to float rounding
-    assert snn > 0.88 * DARKNET_AP50, snn  # measured 0.220 ((p): 0.232; darknet as trained: 0.104)
+    # measured 0.220 ((p): 0.232; darknet as trained: 0.104); 0.85 leaves room for the up-to-0.005 a CPU's
+    # rounding moved one file's figure (docs/real_images.md) and still fails a file that lost the training
+    assert snn > 0.85 * DARKNET_AP50, snn
