@@ -1,5 +1,6 @@
 """`spikedet data` and `spikedet train` (ultralytics training, or distillation of a darknet network)."""
 import sys
+from pathlib import Path
 
 from .. import checks
 from ..defaults import CHOICES, DEFAULTS
@@ -276,3 +277,31 @@ def _run_choose(args, parser):
             "shipped": str(args.shipped), "winner": winner.name if winner else None, "why": why,
             "files": [{"file": str(f), "sha256": sha256(f), "steps": figures[f].steps, "teacher_ap": results[f],
                        "figure": figures[f].figure} for f in files]})
+
+
+# --- average ------------------------------------------------------------------------------------------------
+
+
+def _add_average_arguments(parser):
+    parser.add_argument("files", nargs="+", type=checks.existing_file, metavar="FILE",
+                        help="distilled files that started from one file (start=) and hold out the same images")
+    parser.add_argument("--output", required=True, type=checks.output_file, help="the averaged network (.pt)")
+
+
+@command("average", help="the mean of several distilled networks' weights (a model soup), a candidate for "
+         "`choose`")(_add_average_arguments)
+def _run_average(args, parser):
+    from ..distill import sha256
+    from ..distill.average import average_checkpoints
+    from ..fileio import atomic_torch_save, load_torch_file
+    from ..model.checkpoint import load_ann
+
+    if len({str(Path(f).resolve()) for f in args.files}) != len(args.files):
+        parser.error("a file is named twice (it would weigh double in the mean)")
+    contents = [load_torch_file(f) for f in args.files]
+    for f, content in zip(args.files, contents):
+        load_ann(f, content)  # the full checks any network file gets
+    averaged = average_checkpoints(args.files, contents, [sha256(f) for f in args.files])
+    load_ann(args.output, averaged)
+    atomic_torch_save(averaged, args.output, replace=False)
+    print(f"averaged {len(args.files)} networks ({averaged['distill']['steps']} steps in all): {args.output}")
