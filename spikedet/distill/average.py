@@ -4,7 +4,9 @@ Why: runs of one recipe that start from one file at a small learning rate end in
 the mean of their weights is usually at least as good as each, and the spread between seeds shrinks. Averaging
 is only meaningful there, so the files must share their start (the same file, by sha256), their teacher, their
 held-out selection images (or the average could not be judged on them) and their architecture. The result is
-an ordinary distilled checkpoint: the selection rule (spikedet.distill.choose) takes it as a candidate.
+an ordinary distilled checkpoint: the selection rule (spikedet.distill.choose) takes it as a candidate, which
+is where it must prove itself: on real images (docs/real_images.md, run (y)) the mean of two seeds held the float
+network's teacher AP but fell below both seeds at the quantized levels.
 """
 from pathlib import Path
 from typing import Dict, List, Sequence
