@@ -91,7 +91,7 @@ def test_files_that_cannot_be_averaged_are_refused_naming_the_file(runs, tmp_pat
         average_checkpoints(seeds, [contents[0], held], ["a", "b"])
     leaked = copy.deepcopy(contents[1])
     leaked["distill"]["image_paths"] += contents[0]["distill"]["selection_images"][:1]
-    with pytest.raises(SpikedetError, match="trained on 1 of their selection images"):
+    with pytest.raises(SpikedetError, match="s2.pt: trained on 1 of the selection images"):
         average_checkpoints(seeds, [contents[0], leaked], ["a", "b"])
     counted = copy.deepcopy(contents[1])
     name = next(k for k, v in counted["state_dict"].items() if not v.is_floating_point())

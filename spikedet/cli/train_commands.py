@@ -302,6 +302,5 @@ def _run_average(args, parser):
     for f, content in zip(args.files, contents):
         load_ann(f, content)  # the full checks any network file gets
     averaged = average_checkpoints(args.files, contents, [sha256(f) for f in args.files])
-    load_ann(args.output, averaged)
     atomic_torch_save(averaged, args.output, replace=False)
     print(f"averaged {len(args.files)} networks ({averaged['distill']['steps']} steps in all): {args.output}")

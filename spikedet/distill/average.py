@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from ..errors import SpikedetError, fail
-from .choose import run_record
+from .choose import check_same_selection, run_record
 
 # Record fields the files must agree on, what each says, and the part compared (files by content, not path).
 _MUST_AGREE = {"teacher": ("teacher", "weights_sha256"), "start": ("start file", "sha256"),
@@ -39,14 +39,13 @@ def average_checkpoints(paths: Sequence, contents: Sequence[dict], shas: Sequenc
     for path, content, record in zip(paths[1:], contents[1:], records[1:]):
         _check_same_network(path, content, first, head)
         _check_same_run(path, record, first, records[0])
-    trained = set().union(*(r.get("image_paths") or [] for r in records))
-    leaked = trained & set(records[0]["selection_images"])
-    if leaked:
-        raise fail(first, f"the files trained on {len(leaked)} of their selection images, e.g. {sorted(leaked)[0]}")
+    for path, record in zip(paths, records):  # the average is judged on images none of the files trained on
+        check_same_selection(path, record, first, records[0])
     state = {name: _mean(name, [c["state_dict"][name] for c in contents], paths)
              for name in head["state_dict"]}
     record = {k: v for k, v in records[0].items()
               if k in _MUST_AGREE or all(r.get(k) == v for r in records[1:])}
+    trained = set().union(*(r.get("image_paths") or [] for r in records))
     record.update(steps=sum(r["steps"] for r in records), image_paths=sorted(trained),
                   images=sorted(set().union(*(r.get("images") or [] for r in records))),
                   average=[{"file": str(Path(p).resolve()), "sha256": s, "steps": r["steps"]}
@@ -72,8 +71,6 @@ def _check_same_run(path, record: dict, first, head: Dict):
         if _part(record, key, field) != _part(head, key, field):
             raise fail(path, f"has another {what} than {first}: only fine-tunes of one start by one teacher "
                              "average into a network as good as each")
-    if set(record["selection_images"]) != set(head["selection_images"]):
-        raise fail(path, f"holds out other selection images than {first} (the average is judged on them)")
 
 
 def _mean(name: str, tensors: List[torch.Tensor], paths) -> torch.Tensor:
