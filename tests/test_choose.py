@@ -95,3 +95,23 @@ def test_a_candidate_that_held_out_other_images_or_trained_on_them_is_refused(ru
 def test_the_margin_is_met_exactly_at_one_hundredth():
     winner, _ = choose(SHIPPED, [file("e", 10, 0.755, 0.881, 0.968)])  # 0.818 - 0.808, float equal: eligible
     assert winner.name == "e"
+
+
+def test_the_intervals_pair_the_draws_and_centre_on_the_whole_sets_difference(run, tmp_path):
+    cfg, weights, names, folder, out = run
+    twin = tmp_path / "twin.pt"
+    twin.write_bytes(out.read_bytes())  # the shipped file under another name: every draw's difference is zero
+    candidates = [str(twin), str(kept_path(out, 3))]
+    assert main(["choose", "--shipped", str(out), "--candidates", *candidates, "--teacher", str(weights),
+                 "--cfg", str(cfg), "--names", str(names), "--levels", "4,8", "--imgsz", "32", "--resamples", "40",
+                 "--json", str(tmp_path / "c.json")]) == 0
+    verdict = json.loads((tmp_path / "c.json").read_text())
+    shipped, same, other = verdict["files"]
+    assert "minus_shipped" not in shipped and verdict["resamples"] == 40
+    for key in ("figure", "float"):
+        assert same["minus_shipped"][key] == {"value": 0.0, "low": 0.0, "high": 0.0, "draw_mean": 0.0}
+    # the interval is about the difference of the whole set's figures, the ones the rule compares
+    d = other["minus_shipped"]
+    assert d["figure"]["value"] == pytest.approx(other["figure"] - shipped["figure"], abs=1e-12)
+    assert d["float"]["value"] == pytest.approx(other["teacher_ap"]["float"]["AP50"]
+                                                - shipped["teacher_ap"]["float"]["AP50"], abs=1e-12)

@@ -230,6 +230,10 @@ def _add_choose_arguments(parser):
                         metavar="L", help="levels whose teacher AP50 makes the figure (default: 8,16)")
     parser.add_argument("--imgsz", type=checks.image_size, default=DEFAULTS["imgsz"],
                         help=f"image side (default: {DEFAULTS['imgsz']})")
+    parser.add_argument("--resamples", type=checks.integer(0, 100000), default=0, metavar="N",
+                        help="also give each candidate's figure and float AP50 minus the shipped file's with a 95%% "
+                             "interval from N paired draws of the selection images (informative; the rule "
+                             "compares the whole set's figures; default 0: none)")
     parser.add_argument("--json", type=checks.output_file, help="also write the figures and the verdict here")
 
 
@@ -240,7 +244,8 @@ def _run_choose(args, parser):
     from ..distill import sha256
     from ..distill.choose import MARGIN, check_same_selection, choose, run_record, scored
     from ..distill.images import selection_images_of
-    from ..distill.teacher_ap import teacher_ap
+    from ..distill.choose import figure_intervals
+    from ..distill.teacher_ap import ap_against, teacher_detections
     from ..fileio import atomic_write_json, load_torch_file
     from ..model.checkpoint import load_ann
 
@@ -256,11 +261,12 @@ def _run_choose(args, parser):
     paths = selection_images_of(args.shipped)
     levels = sorted(set(args.levels))
     teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
-    figures, results = {}, {}
+    figures, results, truths, found = {}, {}, {}, {}
     for f in files:
         print(f"teacher AP of {f} on {len(paths)} selection images, {args.imgsz} px ...", file=sys.stderr, flush=True)
         student = load_ann(f, contents[f]).float().eval()
-        results[f] = teacher_ap(student, teacher, paths, args.imgsz, levels)
+        truths[f], found[f] = teacher_detections(student, teacher, paths, args.imgsz, levels)
+        results[f] = ap_against(truths[f], found[f])
         figures[f] = scored(str(f), records[f]["steps"], results[f])
     winner, why = choose(figures[args.shipped], [figures[f] for f in files[1:]])
     print("file  steps  " + "  ".join(f"AP50 L={L}" for L in levels) + "  figure  float")
@@ -271,12 +277,22 @@ def _run_choose(args, parser):
     print(f"rule: {winner.name} replaces {args.shipped}" if winner else f"rule: {args.shipped} stays")
     for line in why:
         print(f"  {line}")
+    intervals = {}
+    if args.resamples and len(files) > 1:
+        print(f"paired bootstrap over the selection images, {args.resamples} draws ...", file=sys.stderr, flush=True)
+        intervals = figure_intervals(truths[args.shipped], found, args.shipped, args.resamples)
+        print(f"minus the shipped file's, 95% intervals from {args.resamples} paired draws of the "
+              f"{len(paths)} selection images (informative; the rule compares the whole set's figures):")
+        for f, d in intervals.items():
+            print(f"  {f}: figure {d['figure']['value']:+.4f} [{d['figure']['low']:+.4f}, {d['figure']['high']:+.4f}]"
+                  f"  float {d['float']['value']:+.4f} [{d['float']['low']:+.4f}, {d['float']['high']:+.4f}]")
     if args.json:
         atomic_write_json(args.json, {
             "images": [str(p) for p in paths], "imgsz": args.imgsz, "levels": levels, "margin": MARGIN,
             "shipped": str(args.shipped), "winner": winner.name if winner else None, "why": why,
             "files": [{"file": str(f), "sha256": sha256(f), "steps": figures[f].steps, "teacher_ap": results[f],
-                       "figure": figures[f].figure} for f in files]})
+                       "figure": figures[f].figure, **({"minus_shipped": intervals[f]} if f in intervals else {})}
+                      for f in files], **({"resamples": args.resamples} if intervals else {})})
 
 
 # --- average ------------------------------------------------------------------------------------------------

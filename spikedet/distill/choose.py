@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SpikedetError, fail
+from ..eval.bootstrap import basic_interval, paired_draws
 
 MARGIN = 0.01
 
@@ -72,6 +73,36 @@ def choose(shipped: Scored, candidates: Sequence[Scored], margin: float = MARGIN
         else:
             why.append(f"{c.name}: figure {c.figure:.4f} is below {best.name}'s {best.figure:.4f} by {margin} or more")
     return winner, why
+
+
+def figure_intervals(truth, detections: Dict[str, Dict[str, list]], shipped: str, resamples: int,
+                     seed: int = 0, level: float = 0.95) -> Dict[str, dict]:
+    """How sure the rule's comparisons are: for each file but `shipped`, its figure (rule 1) minus the shipped
+    file's and its float network's teacher AP50 minus the shipped file's, each with a basic bootstrap interval
+    at `level` from `resamples` draws of the selection images, the same draws for every file (paired).
+
+    truth: the teacher's detections as a ground truth (teacher_ap.teacher_detections); detections: per file, its
+    detections per level key and "float". Informative only: the rule (choose) compares the whole set's figures."""
+    keys = list(detections[shipped])
+    networks = {(f, k): dets[k] for f, dets in detections.items() for k in keys}
+    labels = {name: f"{name[0]}|{name[1]}" for name in networks}
+    full, drawn, _ = paired_draws(truth, {labels[n]: d for n, d in networks.items()}, resamples, seed, "AP50",
+                                  progress=False)
+    levels = [k for k in keys if k != "float"]
+
+    def mean_over_levels(f, values):
+        return sum(values[labels[(f, k)]] for k in levels) / len(levels)
+
+    out = {}
+    for f in detections:
+        if f == shipped:
+            continue
+        float_of = (labels[(f, "float")], labels[(shipped, "float")])
+        out[f] = {"figure": basic_interval(mean_over_levels(f, drawn) - mean_over_levels(shipped, drawn),
+                                           mean_over_levels(f, full) - mean_over_levels(shipped, full), level),
+                  "float": basic_interval(drawn[float_of[0]] - drawn[float_of[1]],
+                                          full[float_of[0]] - full[float_of[1]], level)}
+    return out
 
 
 def run_record(path, content: dict) -> dict:

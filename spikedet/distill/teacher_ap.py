@@ -12,7 +12,7 @@ image: COCO scores an image's 100 best detections).
 import contextlib
 import io
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from pycocotools.coco import COCO
@@ -26,13 +26,31 @@ from .images import load_batch
 from .student import set_levels
 
 
-@torch.no_grad()
 def teacher_ap(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequence[Path], imgsz: int,
                levels: Sequence[int], truth_conf: float = DEFAULTS["teacher_ap_conf"],
                batch: int = 8) -> Dict[str, Dict[str, Optional[float]]]:
     """{"8": {"AP50", "AP"}, "16": ..., "float": ...}: the student at each level (and its float network, errors
     off) scored against the teacher's detections >= truth_conf on `paths` (stretched to imgsz, as the head loss
     sees them). None where the teacher finds nothing to score against. Leaves the student at its smallest level."""
+    return ap_against(*teacher_detections(student, teacher, paths, imgsz, levels, truth_conf, batch))
+
+
+def ap_against(truth: COCO, found: Dict[str, List[dict]]) -> Dict[str, Dict[str, Optional[float]]]:
+    """{key: {"AP50", "AP"}} of each key's detections against the teacher's (None where it found nothing)."""
+    result = {}
+    for key, entries in found.items():
+        metrics = evaluate_coco(truth, entries) if truth.dataset["annotations"] else {"AP50": None, "AP": None}
+        result[key] = {"AP50": metrics["AP50"], "AP": metrics["AP"]}
+    return result
+
+
+@torch.no_grad()
+def teacher_detections(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequence[Path], imgsz: int,
+                       levels: Sequence[int], truth_conf: float = DEFAULTS["teacher_ap_conf"],
+                       batch: int = 8) -> Tuple[COCO, Dict[str, List[dict]]]:
+    """(the teacher's detections >= truth_conf as a pycocotools ground truth over images 1..len(paths), the
+    student's detections in COCO format at each level and for its float network): what teacher_ap scores, kept
+    for scoring on other image draws (spikedet.distill.choose.figure_intervals)."""
     if not paths:
         raise SpikedetError("no images to score against the teacher's detections")
     if not 0 < truth_conf < 1:
@@ -51,12 +69,7 @@ def teacher_ap(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequen
             found[key] += _entries(ids, postprocess(student(x)[0], imgsz, shapes, "stretch",
                                                     DEFAULTS["conf_eval"], iou))
     set_levels(student, min(levels))
-    gt = _ground_truth(truth, len(paths), imgsz, teacher.nc)
-    result = {}
-    for key in keys:
-        metrics = evaluate_coco(gt, found[key]) if truth else {"AP50": None, "AP": None}
-        result[key] = {"AP50": metrics["AP50"], "AP": metrics["AP"]}
-    return result
+    return _ground_truth(truth, len(paths), imgsz, teacher.nc), found
 
 
 def _entries(image_ids, detections: List[List[Detection]], score: bool = True) -> List[dict]:

@@ -13,7 +13,7 @@ exactly as pycocotools scores an image set holding those copies (tests/test_boot
 import contextlib
 import copy
 import io
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -59,22 +59,17 @@ class ImageDraws:
         return {name: None if stats[name] == -1 else float(stats[name]) for name in DRAWN_METRICS}
 
 
-def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int = 1000, seed: int = 0,
-                   metric: str = "AP50", level: float = 0.95, image_ids: Optional[Sequence[int]] = None,
-                   progress: bool = True) -> dict:
-    """`metric` of each network in `detections` ({label: detections file or list}) on the whole image set,
-    with an interval at `level` from `resamples` image draws; and for every network after the first, its
-    difference to the first with its interval (the same draws for every network).
-
-    ground_truth: an instances JSON path or a COCO object; image_ids: the images scored (default: all of the
-    ground truth's; a network run on a subset must name it). The draws come from numpy's generator seeded
-    with `seed`, so a figure is reproduced by its seed."""
+def paired_draws(coco_gt: COCO, detections: Dict[str, object], resamples: int, seed: int = 0,
+                 metric: str = "AP50", image_ids: Optional[Sequence[int]] = None,
+                 progress: bool = True) -> Tuple[Dict[str, float], Dict[str, np.ndarray], int]:
+    """(each network's `metric` on the whole image set, its values on `resamples` image draws, the number of
+    images): the same draws for every network, so any function of several networks' values (a difference, a
+    mean over levels) can be taken draw by draw. The draws come from numpy's generator seeded with `seed`."""
     if metric not in DRAWN_METRICS:
         raise SpikedetError(f"metric {metric!r}: expected one of {', '.join(DRAWN_METRICS)}")
-    if resamples < 1 or not 0 < level < 1 or not detections:
-        raise SpikedetError(f"need networks, resamples >= 1 and 0 < level < 1, got {len(detections)} networks, "
-                            f"resamples={resamples}, level={level}")
-    coco_gt = ground_truth if isinstance(ground_truth, COCO) else load_coco_gt(ground_truth)
+    if resamples < 1 or not detections:
+        raise SpikedetError(f"need networks and resamples >= 1, got {len(detections)} networks, "
+                            f"resamples={resamples}")
     ids = sorted(set(coco_gt.getImgIds() if image_ids is None else image_ids))
     draws_of = {label: ImageDraws(coco_gt, dets, ids) for label, dets in detections.items()}
     every = list(range(len(ids)))
@@ -88,25 +83,39 @@ def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int =
         for label, draws in draws_of.items():
             value = draws.score(draw)[metric]
             drawn[label].append(np.nan if value is None else value)
-    values = {label: np.array(v) for label, v in drawn.items()}
-    tails = [(1 - level) / 2, (1 + level) / 2]
+    return full, {label: np.array(v) for label, v in drawn.items()}, len(ids)
 
-    def interval(samples, value):
-        """The basic (reverse percentile) interval: the draws' spread around their own centre, reflected about
-        the whole set's value. COCO AP's draws sit above the whole set's value (docs/real_images.md: +0.027
-        AP50 on 206 images, of which categories absent from a draw explain at most about 0.001; AP's
-        interpolated precision is a running maximum, which the draws' noise raises), and reflecting pays that
-        shift back where the plain percentile interval would carry it over; draw_mean - value shows its size."""
-        low, high = np.nanquantile(samples, tails)
-        return {"value": value, "low": float(2 * value - high), "high": float(2 * value - low),
-                "draw_mean": float(np.nanmean(samples))}
 
-    first = next(iter(draws_of))
+def basic_interval(samples: np.ndarray, value: float, level: float = 0.95) -> dict:
+    """The basic (reverse percentile) interval: the draws' spread around their own centre, reflected about the
+    whole set's value. COCO AP's draws sit above the whole set's value (docs/real_images.md: +0.027 AP50 on 206
+    images, of which categories absent from a draw explain at most about 0.001; AP's interpolated precision is
+    a running maximum, which the draws' noise raises), and reflecting pays that shift back where the plain
+    percentile interval would carry it over; draw_mean - value shows its size."""
+    low, high = np.nanquantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return {"value": float(value), "low": float(2 * value - high), "high": float(2 * value - low),
+            "draw_mean": float(np.nanmean(samples))}
+
+
+def bootstrap_coco(ground_truth, detections: Dict[str, object], resamples: int = 1000, seed: int = 0,
+                   metric: str = "AP50", level: float = 0.95, image_ids: Optional[Sequence[int]] = None,
+                   progress: bool = True) -> dict:
+    """`metric` of each network in `detections` ({label: detections file or list}) on the whole image set,
+    with an interval at `level` from `resamples` image draws; and for every network after the first, its
+    difference to the first with its interval (the same draws for every network).
+
+    ground_truth: an instances JSON path or a COCO object; image_ids: the images scored (default: all of the
+    ground truth's; a network run on a subset must name it). A figure is reproduced by its seed."""
+    if not 0 < level < 1:
+        raise SpikedetError(f"need 0 < level < 1, got level={level}")
+    coco_gt = ground_truth if isinstance(ground_truth, COCO) else load_coco_gt(ground_truth)
+    full, values, images = paired_draws(coco_gt, detections, resamples, seed, metric, image_ids, progress)
+    first = next(iter(values))
     return {
-        "metric": metric, "level": level, "resamples": resamples, "seed": seed, "images": len(ids),
-        "networks": {label: interval(values[label], full[label]) for label in draws_of},
-        "differences": {label: interval(values[label] - values[first], full[label] - full[first])
-                        for label in draws_of if label != first},
+        "metric": metric, "level": level, "resamples": resamples, "seed": seed, "images": images,
+        "networks": {label: basic_interval(values[label], full[label], level) for label in values},
+        "differences": {label: basic_interval(values[label] - values[first], full[label] - full[first], level)
+                        for label in values if label != first},
         "reference": first,
     }
 
