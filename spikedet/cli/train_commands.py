@@ -279,7 +279,6 @@ def _run_choose(args, parser):
         print(f"  {line}")
     intervals = {}
     if args.resamples and len(files) > 1:
-        print(f"paired bootstrap over the selection images, {args.resamples} draws ...", file=sys.stderr, flush=True)
         intervals = figure_intervals(truths[args.shipped], found, args.shipped, args.resamples)
         print(f"minus the shipped file's, 95% intervals from {args.resamples} paired draws of the "
               f"{len(paths)} selection images (informative; the rule compares the whole set's figures):")

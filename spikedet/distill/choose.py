@@ -86,8 +86,7 @@ def figure_intervals(truth, detections: Dict[str, Dict[str, list]], shipped: str
     keys = list(detections[shipped])
     networks = {(f, k): dets[k] for f, dets in detections.items() for k in keys}
     labels = {name: f"{name[0]}|{name[1]}" for name in networks}
-    full, drawn, _ = paired_draws(truth, {labels[n]: d for n, d in networks.items()}, resamples, seed, "AP50",
-                                  progress=False)
+    full, drawn, _ = paired_draws(truth, {labels[n]: d for n, d in networks.items()}, resamples, seed, "AP50")
     levels = [k for k in keys if k != "float"]
 
     def mean_over_levels(f, values):
