@@ -242,10 +242,10 @@ def _add_choose_arguments(parser):
 def _run_choose(args, parser):
     from ..darknet import load_darknet
     from ..distill import sha256
-    from ..distill.choose import MARGIN, check_same_selection, choose, run_record, scored
+    from ..distill.choose import MARGIN, check_same_selection, choose, figure_intervals, run_record, scored
     from ..distill.images import selection_images_of
-    from ..distill.choose import figure_intervals
-    from ..distill.teacher_ap import ap_against, teacher_detections
+    from ..distill.teacher_ap import ap_against, student_detections, teacher_truth
+    from ..networks import default_eval_iou
     from ..fileio import atomic_write_json, load_torch_file
     from ..model.checkpoint import load_ann
 
@@ -261,12 +261,13 @@ def _run_choose(args, parser):
     paths = selection_images_of(args.shipped)
     levels = sorted(set(args.levels))
     teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
-    figures, results, truths, found = {}, {}, {}, {}
+    truth = teacher_truth(teacher, paths, args.imgsz)  # the stand-in labels: one set for every file
+    figures, results, found = {}, {}, {}
     for f in files:
         print(f"teacher AP of {f} on {len(paths)} selection images, {args.imgsz} px ...", file=sys.stderr, flush=True)
         student = load_ann(f, contents[f]).float().eval()
-        truths[f], found[f] = teacher_detections(student, teacher, paths, args.imgsz, levels)
-        results[f] = ap_against(truths[f], found[f])
+        found[f] = student_detections(student, paths, args.imgsz, levels, default_eval_iou(teacher))
+        results[f] = ap_against(truth, found[f])
         figures[f] = scored(str(f), records[f]["steps"], results[f])
     winner, why = choose(figures[args.shipped], [figures[f] for f in files[1:]])
     print("file  steps  " + "  ".join(f"AP50 L={L}" for L in levels) + "  figure  float")
@@ -279,7 +280,7 @@ def _run_choose(args, parser):
         print(f"  {line}")
     intervals = {}
     if args.resamples and len(files) > 1:
-        intervals = figure_intervals(truths[args.shipped], found, args.shipped, args.resamples)
+        intervals = figure_intervals(truth, found, args.shipped, args.resamples)
         print(f"minus the shipped file's, 95% intervals from {args.resamples} paired draws of the "
               f"{len(paths)} selection images (informative; the rule compares the whole set's figures):")
         for f, d in intervals.items():

@@ -81,8 +81,9 @@ def figure_intervals(truth, detections: Dict[str, Dict[str, list]], shipped: str
     file's and its float network's teacher AP50 minus the shipped file's, each with a basic bootstrap interval
     at `level` from `resamples` draws of the selection images, the same draws for every file (paired).
 
-    truth: the teacher's detections as a ground truth (teacher_ap.teacher_detections); detections: per file, its
-    detections per level key and "float". Informative only: the rule (choose) compares the whole set's figures."""
+    truth: the teacher's detections as a ground truth (teacher_ap.teacher_truth); detections: per file, its
+    detections per level key and "float" (teacher_ap.student_detections). Informative only: the rule (choose) compares
+    the whole set's figures."""
     keys = list(detections[shipped])
     networks = {(f, k): dets[k] for f, dets in detections.items() for k in keys}
     labels = {name: f"{name[0]}|{name[1]}" for name in networks}

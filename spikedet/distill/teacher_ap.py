@@ -12,7 +12,7 @@ image: COCO scores an image's 100 best detections).
 import contextlib
 import io
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from pycocotools.coco import COCO
@@ -32,7 +32,8 @@ def teacher_ap(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequen
     """{"8": {"AP50", "AP"}, "16": ..., "float": ...}: the student at each level (and its float network, errors
     off) scored against the teacher's detections >= truth_conf on `paths` (stretched to imgsz, as the head loss
     sees them). None where the teacher finds nothing to score against. Leaves the student at its smallest level."""
-    return ap_against(*teacher_detections(student, teacher, paths, imgsz, levels, truth_conf, batch))
+    truth = teacher_truth(teacher, paths, imgsz, truth_conf, batch)
+    return ap_against(truth, student_detections(student, paths, imgsz, levels, default_eval_iou(teacher), batch))
 
 
 def ap_against(truth: COCO, found: Dict[str, List[dict]]) -> Dict[str, Dict[str, Optional[float]]]:
@@ -45,31 +46,46 @@ def ap_against(truth: COCO, found: Dict[str, List[dict]]) -> Dict[str, Dict[str,
 
 
 @torch.no_grad()
-def teacher_detections(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequence[Path], imgsz: int,
-                       levels: Sequence[int], truth_conf: float = DEFAULTS["teacher_ap_conf"],
-                       batch: int = 8) -> Tuple[COCO, Dict[str, List[dict]]]:
-    """(the teacher's detections >= truth_conf as a pycocotools ground truth over images 1..len(paths), the
-    student's detections in COCO format at each level and for its float network): what teacher_ap scores, kept
-    for scoring on other image draws (spikedet.distill.choose.figure_intervals)."""
+def teacher_truth(teacher: torch.nn.Module, paths: Sequence[Path], imgsz: int,
+                  truth_conf: float = DEFAULTS["teacher_ap_conf"], batch: int = 8) -> COCO:
+    """The teacher's detections >= truth_conf on `paths` (stretched to imgsz) as a pycocotools ground truth over
+    images 1..len(paths): the stand-in labels, one set for every student scored on these images."""
     if not paths:
         raise SpikedetError("no images to score against the teacher's detections")
     if not 0 < truth_conf < 1:
         raise SpikedetError(f"truth_conf must be in (0, 1), got {truth_conf}")
-    keys = [str(L) for L in levels] + ["float"]
     truth: List[dict] = []
-    found: Dict[str, List[dict]] = {key: [] for key in keys}
     iou = default_eval_iou(teacher)
-    for start in range(0, len(paths), batch):
-        x = load_batch(paths[start:start + batch], imgsz)
-        shapes = [(imgsz, imgsz, 3)] * len(x)
+    for start, x, shapes in _batches(paths, imgsz, batch):
         ids = range(start + 1, start + 1 + len(x))
         truth += _entries(ids, postprocess(teacher(x)[0], imgsz, shapes, "stretch", truth_conf, iou), score=False)
+    return _ground_truth(truth, len(paths), imgsz, teacher.nc)
+
+
+@torch.no_grad()
+def student_detections(student: torch.nn.Module, paths: Sequence[Path], imgsz: int, levels: Sequence[int],
+                       iou: float, batch: int = 8) -> Dict[str, List[dict]]:
+    """{"8": [...], "16": [...], "float": [...]}: the student's detections in COCO format at each level and for
+    its float network, the images numbered as teacher_truth numbers them, NMS at the teacher's `iou`; kept apart
+    from their AP for scoring on other image draws (spikedet.distill.choose.figure_intervals). Leaves the student
+    at its smallest level."""
+    keys = [str(L) for L in levels] + ["float"]
+    found: Dict[str, List[dict]] = {key: [] for key in keys}
+    for start, x, shapes in _batches(paths, imgsz, batch):
+        ids = range(start + 1, start + 1 + len(x))
         for L, key in zip(list(levels) + [None], keys):
             set_levels(student, L)
             found[key] += _entries(ids, postprocess(student(x)[0], imgsz, shapes, "stretch",
                                                     DEFAULTS["conf_eval"], iou))
     set_levels(student, min(levels))
-    return _ground_truth(truth, len(paths), imgsz, teacher.nc), found
+    return found
+
+
+def _batches(paths: Sequence[Path], imgsz: int, batch: int):
+    """(index of the first image, the batch stretched to imgsz, its image shapes) for each `batch` images."""
+    for start in range(0, len(paths), batch):
+        x = load_batch(paths[start:start + batch], imgsz)
+        yield start, x, [(imgsz, imgsz, 3)] * len(x)
 
 
 def _entries(image_ids, detections: List[List[Detection]], score: bool = True) -> List[dict]:
