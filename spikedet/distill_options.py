@@ -35,6 +35,8 @@ OPTIONS = {
     "ema": (float, "a decay in [0, 1) (0: no weight average)", lambda v: 0 <= v < 1),
     "steps": (int, "a step count >= 1 (the run's length; replaces --epochs)", lambda v: v >= 1),
     "selection": (int, "a count >= 0 of training images held out to choose recipes on", lambda v: v >= 0),
+    "selection_from": (str, "one of the image sources (a folder, dataset YAML or .txt list) given as images",
+                       lambda v: bool(v) and Path(v).exists()),
     "selection_seed": (int, "a seed >= 0 of the selection draw (default: the run's seed)", lambda v: v >= 0),
     "select_every": (int, "a step count >= 0 (0: the selection loss at the end only)", lambda v: v >= 0),
     "save_minutes": (float, "minutes > 0 between saves of the resumable state", lambda v: v > 0),

@@ -226,6 +226,35 @@ def test_selection_seed_holds_the_same_images_out_for_another_training_seed(file
         distill(weights, cfg, folder, tmp_path / "f.pt", names=names, selection_seed=-1, **recipe)
 
 
+def test_selection_from_draws_the_held_out_images_from_one_source_only(files, tmp_path):
+    """COCO's bars want COCO-like held-out images: selection_from= draws them from one source while every other
+    source is trained on whole; without it the draw is the one of before."""
+    cfg, weights, names, folder = files
+    second = tmp_path / "more"
+    second.mkdir()
+    for k in range(4):
+        (second / f"x{k}.jpg").write_bytes((folder / f"im{k}.jpg").read_bytes())
+    paths, pool = training_images([folder, second]), training_images(second)
+    for seed in range(5):
+        train, held = split_selection(paths, 2, seed, pool)
+        assert len(held) == 2 and set(held) <= set(pool) and sorted(train + held) == paths
+        assert set(folder.iterdir()) <= {p for p in train}  # the other source: all trained on
+    assert split_selection(paths, 2, 0, None) == split_selection(paths, 2, 0)
+    with pytest.raises(SpikedetError, match="selection=4: .* the 4 images"):
+        split_selection(paths, 4, 0, pool)
+    recipe = {**RECIPE, "steps": 2, "select_every": 0}
+    record = torch.load(distill(weights, cfg, [folder, second], tmp_path / "a.pt", names=names,
+                                selection_from=second, **recipe), weights_only=True)["distill"]
+    assert record["selection_images"] == [str(p) for p in split_selection(paths, 2, 0, pool)[1]]
+    assert all(p.startswith(str(second.resolve())) for p in record["selection_images"])
+    assert record["selection_from"] == str(second.resolve())
+    with pytest.raises(SpikedetError, match="must be one of the image sources"):
+        distill(weights, cfg, folder, tmp_path / "b.pt", names=names, selection_from=second, **recipe)
+    with pytest.raises(SpikedetError, match="selection_from="):
+        distill(weights, cfg, [folder, second], tmp_path / "c.pt", names=names, selection_from=tmp_path / "nope",
+                **recipe)
+
+
 def test_the_command_line_resumes_and_refuses_a_new_recipe(files, tmp_path, monkeypatch, capsys):
     cfg, weights, names, folder = files
     _stop_at(monkeypatch, 2)

@@ -77,7 +77,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             quant_drop: float = DEFAULTS["quant_drop_distill"], ema: float = DEFAULTS["ema_distill"],
             steps: Optional[int] = None,
             selection: int = 0, selection_seed: Optional[int] = None, select_every: int = 0,
-            save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
+            selection_from: Optional[Source] = None, save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
             start: Optional[Source] = None) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
     the float network on `images` (one or several folders, dataset YAMLs (train split, labels ignored) or .txt
@@ -99,7 +99,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     level and for the float network is recorded at the end and every `select_every` steps; the network of each
     such step is kept as NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped.
     selection_seed: fix it to score two seeds of one recipe on the same held-out images (`seed` then draws only
-    the training). save_minutes: how often the resumable state (state_path(output)) is saved. max_minutes: stop
+    the training). selection_from: one of the `images` sources; the selection images are drawn from its images
+    only (e.g. COCO-like images held out for COCO's bars while the other sources are all trained on). save_minutes: how often the resumable state (state_path(output)) is saved. max_minutes: stop
     this session at a step boundary after this much wall time (the state is saved; the learning-rate schedule
     does not depend on it). log: a JSON-lines file of per-epoch loss. device: where the networks run (default
     cpu; e.g. cuda: float32, no mixed precision).
@@ -111,6 +112,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
                                  threads=threads, workers=workers, log=None if log is None else str(log),
                                  float_share=float_share, quant_drop=quant_drop, ema=ema, steps=steps,
                                  selection=selection, selection_seed=selection_seed,
+                                 selection_from=None if selection_from is None else str(selection_from),
                                  select_every=select_every, save_minutes=save_minutes, device=device))
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
     if not train_levels or train_levels[0] < 1 or train_levels[-1] > DEFAULTS["max_timesteps"]:
@@ -132,7 +134,14 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             raise fail(path, f"exists ({what}); spikedet does not overwrite it")
     sources = [images] if isinstance(images, (str, Path)) else list(images)
     selection_seed = seed if options["selection_seed"] is None else options["selection_seed"]
-    train, held = split_selection(training_images(sources), options["selection"], selection_seed)
+    pool = None
+    if options["selection_from"] is not None:
+        if Path(options["selection_from"]).resolve() not in {Path(s).resolve() for s in sources}:
+            raise fail(options["selection_from"], "selection_from= must be one of the image sources given")
+        if not options["selection"]:
+            raise SpikedetError("selection_from= needs selection=N (how many images to hold out)")
+        pool = training_images(options["selection_from"])
+    train, held = split_selection(training_images(sources), options["selection"], selection_seed, pool)
     started_from = None if start is None else check_start(start, sha256(weights), train)
     steps_per_epoch = max(len(train) // int(batch), 1)
     settings = {
@@ -144,6 +153,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         "steps": options["steps"] or int(epochs) * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
         "lambda_only": bool(lambda_only), "lr": options["lr"], "lam_lr": options["lam_lr"], "seed": int(seed),
         "selection_seed": int(selection_seed),
+        "selection_from": None if pool is None else str(Path(options["selection_from"]).resolve()),
         "feature_weight": options["feature_weight"], "init": init, "augment": augment,
         "float_share": options["float_share"], "quant_drop": options["quant_drop"], "ema": options["ema"],
         "select_every": options["select_every"], "start": started_from,

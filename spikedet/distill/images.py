@@ -3,7 +3,7 @@ augmented views (albumentations)."""
 import functools
 import random
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import albumentations as A
 import cv2
@@ -68,15 +68,21 @@ def _listed_images(listing: Path) -> List[Path]:
     return paths
 
 
-def split_selection(paths: Sequence[Path], count: int, seed: int) -> Tuple[List[Path], List[Path]]:
+def split_selection(paths: Sequence[Path], count: int, seed: int,
+                    pool: Optional[Sequence[Path]] = None) -> Tuple[List[Path], List[Path]]:
     """(training images, selection images): `count` images drawn by `seed` and held out of training, so that
     recipes, run lengths and the shipped file are chosen on images the run never saw (not on an evaluation
-    set). The draw depends only on the sorted list and the seed."""
+    set). pool: draw them only from these of the paths (one source's images), so that the held-out images can
+    be of the evaluation set's kind (COCO-like images for COCO's bars) while training keeps every source. The
+    draw depends only on the sorted pool and the seed."""
     paths = list(paths)
-    if count < 0 or count >= len(paths):
-        raise SpikedetError(f"selection={count}: expected 0 <= selection < the {len(paths)} training images")
-    held = set(random.Random(f"selection-{seed}").sample(range(len(paths)), count))
-    return ([p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held])
+    candidates = paths if pool is None else sorted(set(pool))
+    if not set(candidates) <= set(paths):
+        raise SpikedetError("the selection pool must be among the training images")
+    if count < 0 or count >= len(candidates):
+        raise SpikedetError(f"selection={count}: expected 0 <= selection < the {len(candidates)} images it is drawn from")
+    held = {candidates[i] for i in random.Random(f"selection-{seed}").sample(range(len(candidates)), count)}
+    return [p for p in paths if p not in held], [p for p in paths if p in held]
 
 
 def selection_images_of(path) -> List[Path]:
