@@ -77,7 +77,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             quant_drop: float = DEFAULTS["quant_drop_distill"], ema: float = DEFAULTS["ema_distill"],
             steps: Optional[int] = None,
             selection: int = 0, selection_seed: Optional[int] = None, select_every: int = 0,
-            selection_from: Optional[Source] = None, save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
+            selection_from: Optional[Source] = None,
+            save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
             start: Optional[Source] = None) -> Path:
     """Fine-tune darknet `weights` + `cfg` into a dual-error network with `levels` levels, by distillation from
     the float network on `images` (one or several folders, dataset YAMLs (train split, labels ignored) or .txt
@@ -100,9 +101,10 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     such step is kept as NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped.
     selection_seed: fix it to score two seeds of one recipe on the same held-out images (`seed` then draws only
     the training). selection_from: one of the `images` sources; the selection images are drawn from its images
-    only (e.g. COCO-like images held out for COCO's bars while the other sources are all trained on). save_minutes: how often the resumable state (state_path(output)) is saved. max_minutes: stop
-    this session at a step boundary after this much wall time (the state is saved; the learning-rate schedule
-    does not depend on it). log: a JSON-lines file of per-epoch loss. device: where the networks run (default
+    only (e.g. COCO-like images held out for COCO's bars while the other sources are all trained on).
+    save_minutes: how often the resumable state (state_path(output)) is saved. max_minutes: stop this session at
+    a step boundary after this much wall time (the state is saved; the learning-rate schedule does not depend
+    on it). log: a JSON-lines file of per-epoch loss. device: where the networks run (default
     cpu; e.g. cuda: float32, no mixed precision).
     start: a checkpoint this function wrote from the same teacher; the student starts from its weights and
     thresholds (`init` unused) and runs a new schedule of `steps`: a longer run without redoing the first.

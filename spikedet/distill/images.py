@@ -80,7 +80,8 @@ def split_selection(paths: Sequence[Path], count: int, seed: int,
     if not set(candidates) <= set(paths):
         raise SpikedetError("the selection pool must be among the training images")
     if count < 0 or count >= len(candidates):
-        raise SpikedetError(f"selection={count}: expected 0 <= selection < the {len(candidates)} images it is drawn from")
+        raise SpikedetError(f"selection={count}: expected 0 <= selection < the {len(candidates)} images it is "
+                            "drawn from")
     held = {candidates[i] for i in random.Random(f"selection-{seed}").sample(range(len(candidates)), count)}
     return [p for p in paths if p not in held], [p for p in paths if p in held]
 
