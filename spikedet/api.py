@@ -159,7 +159,8 @@ class SpikingYOLO:
             timesteps: Optional[Sequence[int]] = None, max_images: Optional[int] = None,
             progress: bool = True, allow_partial: bool = False, reference: Optional[PathLike] = None,
             reference_cfg: Optional[PathLike] = None, calibration: Optional[PathLike] = None,
-            verbose: bool = True, save_detections: Optional[PathLike] = None, **stream) -> dict:
+            verbose: bool = True, save_detections: Optional[PathLike] = None,
+            only_images: Optional[Sequence[PathLike]] = None, **stream) -> dict:
         """mAP against COCO or VOC ground truth, printed as `spikedet eval` prints it (verbose) and returned.
 
         An SNN is scored at every T of `timesteps` (default: DEFAULTS["timesteps_eval"]) from one simulation,
@@ -169,16 +170,18 @@ class SpikingYOLO:
         even when some of the network's classes are not in the ground truth. The result names what was scored
         ("reference", "run": files with sha256, images, settings, versions). save_detections: a folder to write
         the scored detections into (ann.json for the ANN row, tT.json for the SNN at T; the file format
-        `--detections` takes), e.g. for tools/compare_ap.py's intervals; none of those files may exist yet."""
+        `--detections` takes), e.g. for tools/compare_ap.py's intervals; none of those files may exist yet.
+        only_images: score only these images of the ground truth (e.g. a distilled run's held-out selection
+        images, spikedet.distill.images.selection_images_of, when they are labelled)."""
         check_paths(gt_coco=gt_coco, gt_voc=gt_voc, data=data, images=images, reference=reference,
                     reference_cfg=reference_cfg, calibration=calibration, save_detections=save_detections)
         check_values(max_images=max_images)
         if timesteps and not self.is_snn:
             snn = self._as_snn(calibration, stream.get("imgsz"))
             return snn.val(gt_coco, gt_voc, split, data, images, timesteps, max_images, progress, allow_partial,
-                           reference, reference_cfg, None, verbose, save_detections, **stream)
+                           reference, reference_cfg, None, verbose, save_detections, only_images, **stream)
         voc_names = load_class_names(data) if data else VOC_CLASSES
-        truth = GroundTruth.read(gt_coco, gt_voc, split, images, voc_names, max_images)
+        truth = GroundTruth.read(gt_coco, gt_voc, split, images, voc_names, max_images, only_images)
         truth.check_classes(self.names, allow_partial)
         if reference is not None:
             base, record = load_network(reference, reference_cfg)[0], network_record

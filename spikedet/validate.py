@@ -6,6 +6,7 @@ trained on the embedded shapes scores against either of its layouts, and a COCO 
 """
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .data.coco import read_coco
@@ -31,9 +32,12 @@ class GroundTruth:
 
     @classmethod
     def read(cls, gt_coco=None, gt_voc=None, split: str = "test", images_dir=None,
-             voc_class_names: Sequence[str] = VOC_CLASSES, max_images: Optional[int] = None) -> "GroundTruth":
+             voc_class_names: Sequence[str] = VOC_CLASSES, max_images: Optional[int] = None,
+             only_images: Optional[Sequence] = None) -> "GroundTruth":
         """Exactly one of a COCO instances file or a VOC tree; max_images keeps the first N images (COCO: by
-        image id; VOC: in the split's order)."""
+        image id; VOC: in the split's order). only_images: keep just these image files (e.g. a run's held-out
+        labelled training images); every one must be in the ground truth, or the score would silently be on
+        fewer images."""
         if (gt_coco is None) == (gt_voc is None):
             raise SpikedetError("give exactly one ground truth: a COCO instances file or a VOC tree")
         if gt_coco is not None:
@@ -43,9 +47,21 @@ class GroundTruth:
         else:
             records = read_voc(gt_voc, split, voc_class_names, check_images=True)
             truth = cls(records, list(voc_class_names), str(gt_voc))
+        if only_images is not None:
+            truth.records = truth.only(only_images)
         if max_images is not None:
             truth.records = truth.records[:max_images]
         return truth
+
+    def only(self, paths: Sequence) -> List[ImageRecord]:
+        """The records of `paths` (compared as resolved files), or a one-line error naming what is missing."""
+        wanted = {Path(p).resolve() for p in paths}
+        kept = [r for r in self.records if Path(r.path).resolve() in wanted]
+        missing = sorted(wanted - {Path(r.path).resolve() for r in kept})
+        if not wanted or missing:
+            raise fail(self.source, f"{len(missing)} of the {len(wanted)} images to score are not in it"
+                                    + (f", e.g. {missing[0]}" if missing else ""))
+        return kept
 
     def label_map(self, network_names: Dict[int, str]) -> Dict[int, int]:
         """Network class index -> 0-based ground-truth class index, by name (COCO names also under their VOC

@@ -115,3 +115,61 @@ def test_the_intervals_pair_the_draws_and_centre_on_the_whole_sets_difference(ru
     assert d["figure"]["value"] == pytest.approx(other["figure"] - shipped["figure"], abs=1e-12)
     assert d["float"]["value"] == pytest.approx(other["teacher_ap"]["float"]["AP50"]
                                                 - shipped["teacher_ap"]["float"]["AP50"], abs=1e-12)
+
+
+def _labels_of_the_teacher(weights, cfg, names, folder, path):
+    """A COCO instances file for the six test images whose objects are the teacher's two best boxes on each, so
+    that the students score above zero against it."""
+    from spikedet import SpikingYOLO
+
+    teacher = SpikingYOLO(weights, cfg=cfg, names=names)
+    images, annotations = [], []
+    for k, image in enumerate(sorted(folder.glob("*.jpg")), 1):
+        result = teacher.predict(image, imgsz=32, conf=0.0, iou=0.5)[0]
+        height, width = result.orig_shape
+        images.append({"id": k, "file_name": image.name, "width": width, "height": height})
+        for d in sorted(result.detections, key=lambda d: -d.score)[:2]:
+            x1, y1, x2, y2 = (float(v) for v in d.box)
+            annotations.append({"id": len(annotations) + 1, "image_id": k, "category_id": d.label + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    categories = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    path.parent.mkdir()
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def test_with_labels_each_file_is_scored_as_eval_scores_its_snn_on_the_candidates_held_out_images(run, tmp_path,
+                                                                                                  capsys):
+    """The rule of 2026-12-07: labelled held-out images, scored as the bars are. The shipped file may have trained
+    on them (it is told); a candidate may not, and all candidates hold out the same images."""
+    cfg, weights, names, folder, out = run
+    gt = _labels_of_the_teacher(weights, cfg, names, folder, tmp_path / "annotations" / "instances_images.json")
+    shipped = distill(weights, cfg, folder, tmp_path / "s.pt", names=names, **{**RECIPE, "steps": 2}, seed=5)
+    common = ["--teacher", str(weights), "--cfg", str(cfg), "--names", str(names), "--levels", "4,8", "--imgsz", "32",
+              "--gt-coco", str(gt)]
+    candidates = [str(out), str(kept_path(out, 3))]
+    assert main(["choose", "--shipped", str(shipped), "--candidates", *candidates, *common,
+                 "--json", str(tmp_path / "c.json")]) == 0
+    verdict = json.loads((tmp_path / "c.json").read_text())
+    held = run_record(out, torch.load(out, weights_only=True))["selection_images"]
+    seen = set(run_record(shipped, torch.load(shipped, weights_only=True))["image_paths"]) & set(held)
+    assert verdict["measure"] == "coco_ap" and verdict["images"] == held and seen
+    assert f"trained (without labels) on {len(seen)} of the 2 images scored" in capsys.readouterr().err
+    for entry in verdict["files"]:
+        sweep, flat = tmp_path / f"{entry['steps']}.json", tmp_path / f"{entry['steps']}f.json"
+        assert main(["eval", "--weights", entry["file"], "--gt-coco", str(gt), "--selection-of", str(out),
+                     "--timesteps", "4", "8", "--imgsz", "32", "--json", str(sweep)]) == 0
+        assert main(["eval", "--weights", entry["file"], "--gt-coco", str(gt), "--selection-of", str(out),
+                     "--float", "--imgsz", "32", "--json", str(flat)]) == 0
+        snn, ann = json.loads(sweep.read_text())["snn"], json.loads(flat.read_text())["ann"]
+        assert entry["coco_ap"] == {"4": {k: snn["4"]["coco"][k] for k in ("AP50", "AP")},
+                                    "8": {k: snn["8"]["coco"][k] for k in ("AP50", "AP")},
+                                    "float": {k: ann["coco"][k] for k in ("AP50", "AP")}}
+        assert entry["figure"] == pytest.approx((snn["4"]["coco"]["AP50"] + snn["8"]["coco"]["AP50"]) / 2)
+    assert any(entry["figure"] > 0 for entry in verdict["files"])
+    figures = [scored(f["file"], f["steps"], f["coco_ap"]) for f in verdict["files"]]
+    assert verdict["winner"] == (lambda w: w.name if w else None)(choose(figures[0], figures[1:])[0])
+    assert main(["choose", "--shipped", str(out), "--candidates", str(kept_path(out, 3)), str(shipped),
+                 *common]) == 2
+    assert f"{shipped}: holds out other selection images than {kept_path(out, 3)}" in capsys.readouterr().err
+    assert main(["choose", "--shipped", str(shipped), "--candidates", str(out), *common, "--resamples", "5"]) == 2

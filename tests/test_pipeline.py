@@ -134,6 +134,38 @@ def test_max_images_scores_as_the_ground_truth_cut_to_those_images(trained, tmp_
     assert cut["ann"]["coco"] == pytest.approx(whole["ann"]["coco"], abs=1e-9)
 
 
+def test_selection_of_scores_a_runs_held_out_images_as_the_ground_truth_cut_to_them(trained, tmp_path, capsys):
+    """Labelled held-out training images scored as the bars are: eval --selection-of CHECKPOINT keeps just the
+    images the checkpoint names, and scores them as a ground truth holding only those images would."""
+    data, weights, _ = trained
+    gt = read_json(data["coco"]["test"])
+    folder = data["coco"]["test"].parent.parent / "test"
+    kept = sorted(gt["images"], key=lambda i: i["id"])[-3:]  # not the first ones: max_images cannot give these
+    paths = [str(folder / i["file_name"]) for i in kept]
+    held = tmp_path / "held.pt"
+    torch.save({"distill": {"selection_images": paths}}, held)
+    out = tmp_path / "cut.json"
+    assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",
+                 "--conf", "0.0", "--selection-of", str(held), "--json", str(out)]) == 0
+    cut = json.loads(out.read_text())
+    ids = {i["id"] for i in kept}
+    small = {**gt, "images": kept, "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+    small_path = tmp_path / "annotations" / "instances_test.json"
+    small_path.parent.mkdir()
+    small_path.write_text(json.dumps(small))
+    whole = SpikingYOLO(weights).val(gt_coco=small_path, images=folder, imgsz=64, conf=0.0, progress=False)
+    assert cut["run"]["images"] == 3 and cut["ann"]["coco"] == pytest.approx(whole["ann"]["coco"], abs=1e-9)
+    torch.save({"distill": {"selection_images": paths + [str(tmp_path / "elsewhere.jpg")]}}, held)
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",
+                 "--selection-of", str(held)]) == 2
+    assert "1 of its selection images are not on this machine" in capsys.readouterr().err
+    (tmp_path / "elsewhere.jpg").write_bytes(b"")
+    assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",
+                 "--selection-of", str(held)]) == 2
+    assert "1 of the 4 images to score are not in it, e.g." in capsys.readouterr().err
+
+
 def test_readme_python_api_example(tmp_path, monkeypatch, capsys):
     """The README's Python API example as written, run in a fresh folder (only smaller: a tiny dataset, one
     epoch at 64 px)."""

@@ -100,6 +100,9 @@ def _add_eval_arguments(parser):
     net.add_argument("--allow-partial", action="store_true",
                      help="score even when some of the network's classes are not in the ground truth (the scores "
                           "then count only the classes both have)")
+    net.add_argument("--selection-of", metavar="CHECKPOINT", type=checks.existing_file,
+                     help="score only the images this distilled checkpoint held out of training (its selection "
+                          "images; they must be in the ground truth, e.g. labelled COCO train images)")
     net.add_argument("--max-images", type=checks.positive, metavar="N",
                      help="score only the first N images (COCO: by image id; VOC: in the split's order)")
     net.add_argument("--batch", type=checks.positive,
@@ -129,9 +132,10 @@ def _run_eval(args, parser):
 
     if args.gt_coco and args.data:
         parser.error(f"--data names VOC classes; COCO takes them from {args.gt_coco}")
-    if args.detections and (args.max_images or args.plot or args.timesteps or args.save_detections):
-        parser.error("--max-images, --plot, --timesteps and --save-detections apply to --weights (a detections "
-                     "file is scored as it is)")
+    if args.detections and (args.max_images or args.plot or args.timesteps or args.save_detections
+                            or args.selection_of):
+        parser.error("--max-images, --selection-of, --plot, --timesteps and --save-detections apply to --weights "
+                     "(a detections file is scored as it is)")
     checks.check_timesteps(args.timesteps, args.allow_long_t, parser)
     from ..distributed import together
 
@@ -139,6 +143,15 @@ def _run_eval(args, parser):
         results = _score_network(args) if args.weights else _score_detections(args)
         if args.json and results is not None:
             atomic_write_json(args.json, results, replace=False)
+
+
+def _selection_images(checkpoint):
+    """The held-out images a distilled checkpoint names, or None (score every image)."""
+    if checkpoint is None:
+        return None
+    from ..distill.images import selection_images_of
+
+    return selection_images_of(checkpoint)
 
 
 def _score_detections(args):
@@ -174,6 +187,7 @@ def _score_network(args):
                           args.timesteps, args.max_images, allow_partial=args.allow_partial,
                           reference=args.reference, reference_cfg=args.reference_cfg,
                           calibration=args.calibration, batch=args.batch, save_detections=args.save_detections,
+                          only_images=_selection_images(args.selection_of),
                           **_stream_options(args))
     if results is not None and args.float:
         results["run"]["errors"] = "off: the float network"

@@ -219,7 +219,8 @@ def _figure(value) -> str:
 
 def _add_choose_arguments(parser):
     parser.add_argument("--shipped", required=True, type=checks.existing_file,
-                        help="the distilled file shipped now (its selection images are the ones scored)")
+                        help="the distilled file shipped now (its selection images are the ones scored, unless "
+                             "--gt-coco)")
     parser.add_argument("--candidates", required=True, nargs="+", type=checks.existing_file, metavar="FILE",
                         help="distilled files that may replace it (outputs and kept NAME.stepN.pt files)")
     parser.add_argument("--teacher", required=True, type=checks.existing_file,
@@ -234,21 +235,25 @@ def _add_choose_arguments(parser):
                         help="also give each candidate's figure and float AP50 minus the shipped file's with a 95%% "
                              "interval from N paired draws of the selection images (informative; the rule "
                              "compares the whole set's figures; default 0: none)")
+    parser.add_argument("--gt-coco", metavar="INSTANCES.json", type=checks.existing_file,
+                        help="score by COCO AP50 against these labels instead of teacher AP: each file's burst SNN "
+                             "at T = each level and its float network, on the candidates' own selection images "
+                             "(labelled held-out training images such as COCO train; the rule of 2026-12-07)")
     parser.add_argument("--json", type=checks.output_file, help="also write the figures and the verdict here")
 
 
-@command("choose", help="apply the selection rule: score the shipped distilled file and candidates by teacher AP "
-         "on the shipped file's selection images and say which one ships")(_add_choose_arguments)
+@command("choose", help="apply the selection rule: score the shipped distilled file and candidates on held-out "
+         "selection images (teacher AP, or COCO AP50 with --gt-coco) and say which one ships")(_add_choose_arguments)
 def _run_choose(args, parser):
-    from ..darknet import load_darknet
     from ..distill import sha256
-    from ..distill.choose import MARGIN, check_same_selection, choose, figure_intervals, run_record, scored
+    from ..distill.choose import MARGIN, check_same_selection, choose, figure_intervals, labelled_scores, run_record
+    from ..distill.choose import scored
     from ..distill.images import selection_images_of
-    from ..distill.teacher_ap import ap_against, student_detections, teacher_truth
-    from ..networks import default_eval_iou
     from ..fileio import atomic_write_json, load_torch_file
-    from ..model.checkpoint import load_ann
 
+    if args.gt_coco and args.resamples:
+        parser.error("--resamples goes with teacher AP; with --gt-coco, eval --save-detections and compare give "
+                     "the intervals")
     files = [args.shipped] + [c for c in args.candidates if c != args.shipped]
     contents = {f: load_torch_file(f) for f in files}
     records = {f: run_record(f, contents[f]) for f in files}
@@ -256,21 +261,27 @@ def _run_choose(args, parser):
     for f in files:
         if records[f]["teacher"].get("weights_sha256") != teacher_sha:
             raise SpikedetError(f"{f}: was not distilled from {args.teacher} (weights sha256 differs)")
-        if f != args.shipped:
-            check_same_selection(f, records[f], args.shipped, records[args.shipped])
-    paths = selection_images_of(args.shipped)
+    held_by = files[1] if args.gt_coco and len(files) > 1 else args.shipped  # whose selection images are scored
+    for f in files[1:]:
+        check_same_selection(f, records[f], held_by, records[held_by])
+    paths = selection_images_of(held_by)
     levels = sorted(set(args.levels))
-    teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
-    truth = teacher_truth(teacher, paths, args.imgsz)  # the stand-in labels: one set for every file
-    figures, results, found = {}, {}, {}
-    for f in files:
-        print(f"teacher AP of {f} on {len(paths)} selection images, {args.imgsz} px ...", file=sys.stderr, flush=True)
-        student = load_ann(f, contents[f]).float().eval()
-        found[f] = student_detections(student, paths, args.imgsz, levels, default_eval_iou(teacher))
-        results[f] = ap_against(truth, found[f])
-        figures[f] = scored(str(f), records[f]["steps"], results[f])
+    truth = found = None
+    if args.gt_coco:
+        trained = {str(Path(p).resolve()) for p in records[args.shipped].get("image_paths") or []}
+        seen = sum(str(Path(p).resolve()) in trained for p in paths)
+        if seen:
+            print(f"note: {args.shipped} trained (without labels) on {seen} of the {len(paths)} images scored, "
+                  "which can only favour it", file=sys.stderr)
+        results = {}
+        for f in files:
+            print(f"COCO AP50 of {f} on {len(paths)} labelled selection images ...", file=sys.stderr, flush=True)
+            results[f] = labelled_scores(f, args.gt_coco, paths, levels, args.imgsz)
+    else:
+        truth, found, results = _teacher_scores(args, files, contents, paths, levels)
+    figures = {f: scored(str(f), records[f]["steps"], results[f]) for f in files}
     winner, why = choose(figures[args.shipped], [figures[f] for f in files[1:]])
-    print("file  steps  " + "  ".join(f"AP50 L={L}" for L in levels) + "  figure  float")
+    print("file  steps  " + "  ".join(f"AP50 {'T' if args.gt_coco else 'L'}={L}" for L in levels) + "  figure  float")
     for f in files:
         s = figures[f]
         print(f"{f}{' (shipped)' if f == args.shipped else ''}  {s.steps}  "
@@ -287,12 +298,32 @@ def _run_choose(args, parser):
             print(f"  {f}: figure {d['figure']['value']:+.4f} [{d['figure']['low']:+.4f}, {d['figure']['high']:+.4f}]"
                   f"  float {d['float']['value']:+.4f} [{d['float']['low']:+.4f}, {d['float']['high']:+.4f}]")
     if args.json:
+        measure = "coco_ap" if args.gt_coco else "teacher_ap"
         atomic_write_json(args.json, {
             "images": [str(p) for p in paths], "imgsz": args.imgsz, "levels": levels, "margin": MARGIN,
+            "measure": measure, **({"gt_coco": str(Path(args.gt_coco).resolve())} if args.gt_coco else {}),
             "shipped": str(args.shipped), "winner": winner.name if winner else None, "why": why,
-            "files": [{"file": str(f), "sha256": sha256(f), "steps": figures[f].steps, "teacher_ap": results[f],
+            "files": [{"file": str(f), "sha256": sha256(f), "steps": figures[f].steps, measure: results[f],
                        "figure": figures[f].figure, **({"minus_shipped": intervals[f]} if f in intervals else {})}
                       for f in files], **({"resamples": args.resamples} if intervals else {})})
+
+
+def _teacher_scores(args, files, contents, paths, levels):
+    """(the teacher's boxes as a ground truth, each file's detections, each file's teacher AP per level)."""
+    from ..darknet import load_darknet
+    from ..distill.teacher_ap import ap_against, student_detections, teacher_truth
+    from ..model.checkpoint import load_ann
+    from ..networks import default_eval_iou
+
+    teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
+    truth = teacher_truth(teacher, paths, args.imgsz)  # the stand-in labels: one set for every file
+    found, results = {}, {}
+    for f in files:
+        print(f"teacher AP of {f} on {len(paths)} selection images, {args.imgsz} px ...", file=sys.stderr, flush=True)
+        student = load_ann(f, contents[f]).float().eval()
+        found[f] = student_detections(student, paths, args.imgsz, levels, default_eval_iou(teacher))
+        results[f] = ap_against(truth, found[f])
+    return truth, found, results
 
 
 # --- average ------------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """The selection rule as code: which distilled file, if any, replaces the shipped one (docs/real_images.md, "The
-selection rule from 2026-12-04").
+selection rule from 2026-12-04" and "the rule of 2026-12-07").
 
 Why code: the rule decides what ships, so it should be one command that anyone can rerun, not arithmetic done
-by hand in a note. Each file is scored by teacher AP (spikedet.distill.teacher_ap) on the shipped file's 200
-held-out selection images; every candidate must have held out exactly those images, or its figure would be
-measured on images it trained on.
+by hand in a note. Each file is scored on held-out selection images, which every candidate must have held out
+(or its figure would be measured on images it trained on): by teacher AP (spikedet.distill.teacher_ap) on the
+shipped file's selection images, or, when those images are labelled, by COCO AP50 against the labels on the
+candidates' own selection images (labelled_scores; the shipped file is scored there even if it trained on
+them, which can only favour it).
 
-1. A file's figure is the mean of its teacher AP50 over the levels (L = 8 and 16).
+1. A file's figure is the mean of its AP50 over the levels (L = 8 and 16; with labels, the burst SNN at T = L).
 2. The higher figure wins; within `margin` of each other, the file with fewer steps.
 3. A candidate can replace the shipped file only if its figure is at least `margin` above the shipped file's
    and its float network's teacher AP50 is not below the shipped file's. Rule 2 chooses among those.
@@ -102,6 +104,26 @@ def figure_intervals(truth, detections: Dict[str, Dict[str, list]], shipped: str
                                            mean_over_levels(f, full) - mean_over_levels(shipped, full), level),
                   "float": basic_interval(drawn[float_of[0]] - drawn[float_of[1]],
                                           full[float_of[0]] - full[float_of[1]], level)}
+    return out
+
+
+def labelled_scores(path, gt_coco, paths: Sequence[Path], levels: Sequence[int],
+                    imgsz: int) -> Dict[str, Dict[str, Optional[float]]]:
+    """{"8": {"AP50", "AP"}, "16": ..., "float": ...} as teacher_ap() gives them, but against labels: the file's
+    burst SNN at T = each level (converted in memory, scored as `eval --timesteps` scores it) and its float
+    network (errors off, as `eval --float`), on the labelled images `paths` of the COCO file `gt_coco`."""
+    from ..api import SpikingYOLO
+    from .student import set_levels
+
+    def ap(metrics):
+        return {"AP50": metrics["AP50"], "AP": metrics["AP"]}
+
+    common = dict(gt_coco=gt_coco, only_images=paths, imgsz=imgsz, verbose=False, progress=False)
+    sweep = SpikingYOLO(path).val(timesteps=list(levels), **common)
+    out = {str(L): ap(sweep["snn"][L]["coco"]) for L in levels}
+    model = SpikingYOLO(path)
+    set_levels(model.network, None)
+    out["float"] = ap(model.val(**common)["ann"]["coco"])
     return out
 
 
