@@ -146,7 +146,8 @@ def test_selection_of_scores_a_runs_held_out_images_as_the_ground_truth_cut_to_t
     torch.save({"distill": {"selection_images": paths}}, held)
     out = tmp_path / "cut.json"
     assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",
-                 "--conf", "0.0", "--selection-of", str(held), "--json", str(out)]) == 0
+                 "--conf", "0.0", "--selection-of", str(held), "--json", str(out), "--save-detections",
+                 str(tmp_path / "dets")]) == 0
     cut = json.loads(out.read_text())
     ids = {i["id"] for i in kept}
     small = {**gt, "images": kept, "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
@@ -155,6 +156,14 @@ def test_selection_of_scores_a_runs_held_out_images_as_the_ground_truth_cut_to_t
     small_path.write_text(json.dumps(small))
     whole = SpikingYOLO(weights).val(gt_coco=small_path, images=folder, imgsz=64, conf=0.0, progress=False)
     assert cut["run"]["images"] == 3 and cut["ann"]["coco"] == pytest.approx(whole["ann"]["coco"], abs=1e-9)
+    # compare draws the same images: its whole-set value is eval's (the other images would count as misses)
+    drawn = {}
+    for name, only in (("held", ["--selection-of", str(held)]), ("all", [])):
+        assert main(["compare", str(tmp_path / "dets" / "ann.json"), "--gt-coco", str(data["coco"]["test"]),
+                     "--resamples", "3", "--labels", "a", "--json", str(tmp_path / f"{name}.json"), *only]) == 0
+        drawn[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert drawn["held"]["images"] == 3 and drawn["all"]["images"] == len(gt["images"])
+    assert drawn["held"]["networks"]["a"]["value"] == pytest.approx(cut["ann"]["coco"]["AP50"], abs=1e-9)
     torch.save({"distill": {"selection_images": paths + [str(tmp_path / "elsewhere.jpg")]}}, held)
     capsys.readouterr()
     assert main(["eval", "--weights", str(weights), "--gt-coco", str(data["coco"]["test"]), "--imgsz", "64",

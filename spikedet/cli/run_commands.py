@@ -205,6 +205,9 @@ def _add_compare_arguments(parser):
     parser.add_argument("--gt-coco", metavar="INSTANCES.json", type=checks.existing_file, required=True,
                         help="the COCO instances file they were scored on")
     parser.add_argument("--labels", nargs="+", help="one per detections file (default: the file names)")
+    parser.add_argument("--selection-of", metavar="CHECKPOINT", type=checks.existing_file,
+                        help="draw only the images this distilled checkpoint held out (as `eval --selection-of` "
+                             "scored them; default: every image of the ground truth)")
     parser.add_argument("--metric", default="AP50", help="a COCOeval figure over objects of every size: AP50 "
                         "(default), AP, AP75, AR1, AR10, AR100")
     parser.add_argument("--resamples", type=checks.integer(1, 100000), default=1000,
@@ -224,8 +227,14 @@ def _run_compare(args, parser):
     labels = args.labels or [str(p) for p in args.detections]
     if len(labels) != len(args.detections) or len(set(labels)) != len(labels):
         parser.error(f"{len(args.detections)} detections files need as many different labels, got {labels}")
+    image_ids = None
+    if args.selection_of:
+        from ..validate import GroundTruth
+
+        truth = GroundTruth.read(args.gt_coco, only_images=_selection_images(args.selection_of))
+        image_ids = [r.image_id for r in truth.records]
     result = bootstrap_coco(args.gt_coco, dict(zip(labels, args.detections)), args.resamples, args.seed,
-                            args.metric, args.level)
+                            args.metric, args.level, image_ids)
     print(format_bootstrap(result))
     if args.json:
         atomic_write_json(args.json, result, replace=False)
