@@ -56,11 +56,13 @@ class GroundTruth:
     def only(self, paths: Sequence) -> List[ImageRecord]:
         """The records of `paths` (compared as resolved files), or a one-line error naming what is missing."""
         wanted = {Path(p).resolve() for p in paths}
+        if not wanted:
+            raise SpikedetError("no images to score were named")
         kept = [r for r in self.records if Path(r.path).resolve() in wanted]
         missing = sorted(wanted - {Path(r.path).resolve() for r in kept})
-        if not wanted or missing:
-            raise fail(self.source, f"{len(missing)} of the {len(wanted)} images to score are not in it"
-                                    + (f", e.g. {missing[0]}" if missing else ""))
+        if missing:
+            raise fail(self.source, f"{len(missing)} of the {len(wanted)} images to score are not in it, e.g. "
+                                    f"{missing[0]}")
         return kept
 
     def label_map(self, network_names: Dict[int, str]) -> Dict[int, int]:
