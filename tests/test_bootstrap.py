@@ -86,9 +86,14 @@ def test_a_draw_scores_as_pycocotools_scores_the_drawn_copies(gt_file):
     assert len(set(draw)) < len(draw)  # repeats, and images left out
     got, expected = draws.score(draw), dict(zip(COCO_METRICS, pycocotools_on_copies(gt, dets, ids, draw)))
     assert got == {name: expected[name] for name in DRAWN_METRICS}
+    assert draws.ap50(draw) == got["AP50"]  # the AP50-only accumulate the intervals use: the same number
     # scoring a draw leaves the per-image results as they were: every image once is evaluate_coco again
     whole = evaluate_coco(path, dets)
     assert draws.score(list(range(len(ids)))) == {name: whole[name] for name in DRAWN_METRICS}
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        other = rng.integers(0, len(ids), len(ids)).tolist()
+        assert draws.ap50(other) == draws.score(other)["AP50"]
 
 
 def test_intervals_pair_the_draws_and_order_worse_detections_below(gt_file):

@@ -34,29 +34,57 @@ class ImageDraws:
             self.coco_eval = match_images(coco_gt, detections, image_ids)
         self.image_ids = list(self.coco_eval.params.imgIds)  # sorted, unique: evalImgs' image order
         self.per_image = self.coco_eval.evalImgs
+        self.per_image_at_iou50 = self._rows_at_iou50()
 
     def score(self, draw: Sequence[int]) -> Dict[str, Optional[float]]:
         """The COCOeval numbers over all object sizes (DRAWN_METRICS) on the images at positions `draw` of
-        self.image_ids (repeats allowed), as evaluate_coco gives them; None where pycocotools has -1.
+        self.image_ids (repeats allowed), as evaluate_coco gives them; None where pycocotools has -1."""
+        stats = dict(zip(COCO_METRICS, self._accumulated(draw, self.per_image, {}, _summarized)))
+        return {name: None if stats[name] == -1 else float(stats[name]) for name in DRAWN_METRICS}
 
+    def ap50(self, draw: Sequence[int]) -> Optional[float]:
+        """score(draw)["AP50"], equal to it, for a small share of its work: accumulate only the IoU threshold
+        0.5 and the 100-detection limit, the one cell of pycocotools' precision array that AP50 reads, and
+        average it as summarize does (over the recall points and categories that have a value)."""
+        narrow = {"iouThrs": np.array([0.5]), "maxDets": [self.coco_eval.params.maxDets[-1]]}
+        precision = self._accumulated(draw, self.per_image_at_iou50, narrow,
+                                      lambda e: e.eval["precision"][0, :, :, 0, 0])
+        valid = precision[precision > -1]
+        return float(np.mean(valid)) if valid.size else None
+
+    def _accumulated(self, draw: Sequence[int], rows: list, narrow: dict, then):
+        """then(evaluator) after COCOeval.accumulate over the per-image results `rows` of the images at positions
+        `draw`, each drawn copy its own image, with params set as `narrow` says; the evaluator is left as it was.
         Only the area range "all" is accumulated: a quarter of accumulate's work, which is most of a draw's."""
         e, count = self.coco_eval, len(self.image_ids)
-        areas, categories = len(e.params.areaRng), len(self.per_image) // count // len(e.params.areaRng)
+        areas, categories = len(e.params.areaRng), len(rows) // count // len(e.params.areaRng)
         every_size = e.params.areaRngLbl.index("all")
-        e.evalImgs = [self.per_image[(k * areas + every_size) * count + i] for k in range(categories) for i in draw]
+        e.evalImgs = [rows[(k * areas + every_size) * count + i] for k in range(categories) for i in draw]
         params, evaluated = e.params, e._paramsEval
         e.params, e._paramsEval = copy.copy(params), copy.copy(evaluated)
         for p in (e.params, e._paramsEval):
             p.imgIds = list(range(len(draw)))  # one slot per drawn copy
             p.areaRng, p.areaRngLbl = [params.areaRng[every_size]], ["all"]
+            for key, value in narrow.items():
+                setattr(p, key, value)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 e.accumulate()
-                e.summarize()
+                return then(e)
         finally:
             e.params, e._paramsEval, e.evalImgs = params, evaluated, self.per_image
-        stats = dict(zip(COCO_METRICS, e.stats))
-        return {name: None if stats[name] == -1 else float(stats[name]) for name in DRAWN_METRICS}
+
+    def _rows_at_iou50(self) -> list:
+        """The per-image results with their matches at IoU 0.5 only (the first of COCO's ten thresholds)."""
+        row = int(np.flatnonzero(self.coco_eval.params.iouThrs == 0.5)[0])  # as summarize finds it
+        return [None if r is None else {**r, "dtMatches": r["dtMatches"][row:row + 1],
+                                        "dtIgnore": r["dtIgnore"][row:row + 1],
+                                        "gtMatches": r["gtMatches"][row:row + 1]} for r in self.per_image]
+
+
+def _summarized(coco_eval) -> np.ndarray:
+    coco_eval.summarize()
+    return coco_eval.stats
 
 
 def paired_draws(coco_gt: COCO, detections: Dict[str, object], resamples: int, seed: int = 0,
@@ -81,7 +109,7 @@ def paired_draws(coco_gt: COCO, detections: Dict[str, object], resamples: int, s
     for _ in TQDM(range(resamples), desc="image draws", disable=not progress):
         draw = rng.integers(0, len(ids), len(ids)).tolist()
         for label, draws in draws_of.items():
-            value = draws.score(draw)[metric]
+            value = draws.ap50(draw) if metric == "AP50" else draws.score(draw)[metric]
             drawn[label].append(np.nan if value is None else value)
     return full, {label: np.array(v) for label, v in drawn.items()}, len(ids)
 
