@@ -65,6 +65,12 @@ class GroundTruth:
                                     f"{missing[0]}")
         return kept
 
+    @classmethod
+    def image_ids_of(cls, gt_coco, paths: Sequence) -> List:
+        """The COCO image ids of these image files in the instances file `gt_coco` (each must be in it), e.g. a
+        run's held-out images, for drawing only those (spikedet.eval.bootstrap)."""
+        return [r.image_id for r in cls.read(gt_coco, only_images=paths).records]
+
     def label_map(self, network_names: Dict[int, str]) -> Dict[int, int]:
         """Network class index -> 0-based ground-truth class index, by name (COCO names also under their VOC
         spelling); classes the ground truth lacks are left out; an error if nothing matches."""

@@ -50,8 +50,7 @@ def _run(args) -> int:
     if args.selection_of:
         from spikedet.distill.images import selection_images_of
 
-        ids = [r.image_id for r in GroundTruth.read(args.gt_coco, only_images=selection_images_of(args.selection_of))
-               .records]
+        ids = GroundTruth.image_ids_of(args.gt_coco, selection_images_of(args.selection_of))
     started = time.perf_counter()
     draws = ImageDraws(gt, str(args.detections), sorted(gt.getImgIds()) if ids is None else ids)
     matched = time.perf_counter() - started

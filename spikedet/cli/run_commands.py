@@ -231,8 +231,7 @@ def _run_compare(args, parser):
     if args.selection_of:
         from ..validate import GroundTruth
 
-        truth = GroundTruth.read(args.gt_coco, only_images=_selection_images(args.selection_of))
-        image_ids = [r.image_id for r in truth.records]
+        image_ids = GroundTruth.image_ids_of(args.gt_coco, _selection_images(args.selection_of))
     result = bootstrap_coco(args.gt_coco, dict(zip(labels, args.detections)), args.resamples, args.seed,
                             args.metric, args.level, image_ids)
     print(format_bootstrap(result))

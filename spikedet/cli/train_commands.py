@@ -247,7 +247,7 @@ def _add_choose_arguments(parser):
 def _run_choose(args, parser):
     from ..distill import sha256
     from ..distill.choose import MARGIN, check_same_selection, choose, figure_intervals, labelled_scores, run_record
-    from ..distill.choose import scored
+    from ..distill.choose import scored, trained_on
     from ..distill.images import selection_images_of
     from ..fileio import atomic_write_json, load_torch_file
 
@@ -268,8 +268,7 @@ def _run_choose(args, parser):
     levels = sorted(set(args.levels))
     truth = found = None
     if args.gt_coco:
-        trained = {str(Path(p).resolve()) for p in records[args.shipped].get("image_paths") or []}
-        seen = sum(str(Path(p).resolve()) in trained for p in paths)
+        seen = len(trained_on(records[args.shipped], paths))
         if seen:
             print(f"note: {args.shipped} trained (without labels) on {seen} of the {len(paths)} images scored, "
                   "which can only favour it", file=sys.stderr)

@@ -119,9 +119,9 @@ def labelled_scores(path, gt_coco, paths: Sequence[Path], levels: Sequence[int],
         return {"AP50": metrics["AP50"], "AP": metrics["AP"]}
 
     common = dict(gt_coco=gt_coco, only_images=paths, imgsz=imgsz, verbose=False, progress=False)
-    sweep = SpikingYOLO(path).val(timesteps=list(levels), **common)
-    out = {str(L): ap(sweep["snn"][L]["coco"]) for L in levels}
     model = SpikingYOLO(path)
+    sweep = model.val(timesteps=list(levels), **common)  # converts a copy: model.network stays the ANN
+    out = {str(L): ap(sweep["snn"][L]["coco"]) for L in levels}
     set_levels(model.network, None)
     out["float"] = ap(model.val(**common)["ann"]["coco"])
     return out
@@ -140,16 +140,21 @@ def run_record(path, content: dict) -> dict:
     return record
 
 
+def _resolved(paths) -> set:
+    return {str(Path(p).resolve()) for p in paths}
+
+
+def trained_on(record: dict, paths) -> List[str]:
+    """Those of `paths` that the run of this distill record trained on, resolved and sorted."""
+    return sorted(_resolved(record.get("image_paths") or []) & _resolved(paths))
+
+
 def check_same_selection(path, record: dict, shipped_path, shipped_record: dict):
     """A candidate must hold out the shipped file's selection images: its figure is then measured on images
     neither file trained on."""
-    def resolved(paths):
-        return {str(Path(p).resolve()) for p in paths}
-
-    if resolved(record["selection_images"]) != resolved(shipped_record["selection_images"]):
+    if _resolved(record["selection_images"]) != _resolved(shipped_record["selection_images"]):
         raise fail(path, f"holds out other selection images than {shipped_path} (the rule compares files on "
                          "the same held-out images)")
-    trained = resolved(record.get("image_paths") or [])
-    seen = trained & resolved(shipped_record["selection_images"])
+    seen = trained_on(record, shipped_record["selection_images"])
     if seen:
-        raise fail(path, f"trained on {len(seen)} of the selection images, e.g. {sorted(seen)[0]}")
+        raise fail(path, f"trained on {len(seen)} of the selection images, e.g. {seen[0]}")
