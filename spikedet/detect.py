@@ -25,6 +25,7 @@ from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .inference import Detection, StreamSettings, is_image_file, stream
 from .interrupts import STOPS, interrupted
 from .networks import class_names, is_snn
+from .progress import progress_bar
 from .snn.statistics import SpikeMonitor
 from .runs import next_run_folder
 from .sources import frames, is_video_file, resolve
@@ -109,11 +110,9 @@ def detect(network, source, settings: StreamSettings, project=DEFAULTS["project_
 
 def _write_detections(summary: DetectSummary, network, items, settings: StreamSettings, save_txt: bool,
                       save_rates: bool, progress: bool, ids: CocoIds, videos: "_Videos"):
-    from ultralytics.utils import TQDM
-
     names = class_names(network)
     written, t = set(), max(settings.timesteps) if settings.timesteps else None
-    bar = TQDM(desc="detecting", unit="image", disable=not progress)
+    bar = progress_bar(desc="detecting", unit="image", disable=not progress)
     with SpikeMonitor(network) if save_rates else contextlib.nullcontext() as monitor:
         for key, image, dets in detections_in(network, items, settings, summary.skipped):
             result = make_result(image, key, names, dets, t)

@@ -19,6 +19,7 @@ from .eval.coco_map import load_coco_gt
 from .inference import Detection, StreamSettings, load_image, stream
 from .interrupts import STOPS, interrupted
 from .networks import class_names, is_snn
+from .progress import progress_bar
 
 
 @dataclass
@@ -122,12 +123,10 @@ def detect_records(network, truth: GroundTruth, settings: StreamSettings,
                    progress: bool = True) -> Optional[Dict[Optional[int], List[List[Detection]]]]:
     """Run the network over the ground truth's images: {None or T: per image, its detections}. Under
     torchrun each process runs its shard and rank 0 gets them all (other ranks: None)."""
-    from ultralytics.utils import TQDM
-
     records = shard(truth.records)
     frames = ((r.image_id, load_image(r.path)) for r in records)
     outputs: Dict[Optional[int], list] = {}
-    bar = TQDM(total=len(records), desc="detecting", disable=not (progress and is_main()))
+    bar = progress_bar(total=len(records), desc="detecting", disable=not (progress and is_main()))
     try:
         for keys, _, batch in stream(network, frames, settings):
             for key, dets in batch.items():

@@ -95,6 +95,8 @@ def test_saved_detections_score_as_the_sweep_and_compare_reads_them(trained, tmp
     sweep = ["eval", "--weights", str(weights), "--gt-coco", gt, "--timesteps", "2", "4", "--imgsz", "64",
              "--conf", "0.0", "--save-detections", str(saved)]
     assert main([*sweep, "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "detecting: 100%" in printed.err and "detecting:" not in printed.out  # the bar on stderr: `> file` keeps results
     results = json.loads(out.read_text())
     assert sorted(p.name for p in saved.iterdir()) == ["ann.json", "t2.json", "t4.json"]
     for name, row in (("ann", results["ann"]), ("t2", results["snn"]["2"]), ("t4", results["snn"]["4"])):
@@ -114,7 +116,9 @@ def test_saved_detections_score_as_the_sweep_and_compare_reads_them(trained, tmp
     figures = json.loads(compared.read_text())
     assert figures["networks"]["ANN"]["value"] == results["ann"]["coco"]["AP50"]
     assert figures["networks"]["T2"]["value"] == results["snn"]["2"]["coco"]["AP50"]
-    assert "T2 - ANN" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "T2 - ANN" in printed.out
+    assert "image draws: 100%" in printed.err and "image draws:" not in printed.out  # results alone on stdout
     assert main(["compare", str(saved / "ann.json"), "--gt-coco", gt, "--metric", "mAP"]) == 2
 
 

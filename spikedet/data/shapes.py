@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import fail
 from ..fileio import atomic_write_json
+from ..progress import progress_bar
 from .voc import voc_to_yolo
 from .yolo import _link_or_copy
 
@@ -231,6 +232,4 @@ def _add_coco_image(coco, image_id: int, file_name, imgsz, objects):
 def _progress(iterable, enabled: bool):
     if not enabled:
         return iterable
-    from ultralytics.utils import TQDM  # imported here: it pulls in torch, which generating does not need
-
-    return TQDM(iterable, desc="shapes dataset", unit="img")
+    return progress_bar(iterable, desc="shapes dataset", unit="img")

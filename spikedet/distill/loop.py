@@ -19,12 +19,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from ultralytics.utils import TQDM
 
 from ..darknet import load_darknet
 from ..errors import Interrupted, SpikedetError
 from ..model.activation import descend
 from ..model.checkpoint import load_ann, save_ann
+from ..progress import progress_bar
 from .images import DistillImages, load_batch
 from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss
 from .state import restore_random_states, save_state
@@ -116,7 +116,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
         finally:
             dropout.active = True
 
-    bar = TQDM(total=total, initial=step, desc="distill", disable=not progress)
+    bar = progress_bar(total=total, initial=step, desc="distill", disable=not progress)
     stopped = None
     try:
         with _stop_requests() as requested:

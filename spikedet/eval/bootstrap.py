@@ -17,9 +17,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools.coco import COCO
-from ultralytics.utils import TQDM
 
 from ..errors import SpikedetError
+from ..progress import progress_bar
 from .coco_map import COCO_METRICS, load_coco_gt, match_images
 
 # the COCOeval figures over objects of every size: the ones a draw is scored on
@@ -106,7 +106,7 @@ def paired_draws(coco_gt: COCO, detections: Dict[str, object], resamples: int, s
         raise SpikedetError(f"{metric} is undefined on these images (no ground truth in its area range)")
     rng = np.random.default_rng(seed)
     drawn = {label: [] for label in draws_of}
-    for _ in TQDM(range(resamples), desc="image draws", disable=not progress):
+    for _ in progress_bar(range(resamples), desc="image draws", disable=not progress):
         draw = rng.integers(0, len(ids), len(ids)).tolist()
         for label, draws in draws_of.items():
             value = draws.ap50(draw) if metric == "AP50" else draws.score(draw)[metric]

@@ -1,0 +1,10 @@
+"""Progress bars on standard error, so that a command's results, alone on standard output, can be redirected to a
+file (`spikedet eval ... > scores.txt`) without the bar's redraws in it. ultralytics' TQDM writes to stdout."""
+import sys
+
+
+def progress_bar(iterable=None, **kwargs):
+    """ultralytics' TQDM (same options) writing to sys.stderr as it is at the call."""
+    from ultralytics.utils import TQDM  # imported here: it pulls in torch, which the shapes generator does not need
+
+    return TQDM(iterable, file=sys.stderr, **kwargs)
