@@ -112,8 +112,8 @@ def _write_detections(summary: DetectSummary, network, items, settings: StreamSe
                       save_rates: bool, progress: bool, ids: CocoIds, videos: "_Videos"):
     names = class_names(network)
     written, t = set(), max(settings.timesteps) if settings.timesteps else None
-    bar = progress_bar(desc="detecting", unit="image", disable=not progress)
-    with SpikeMonitor(network) if save_rates else contextlib.nullcontext() as monitor:
+    with progress_bar(desc="detecting", unit="image", disable=not progress) as bar, \
+            SpikeMonitor(network) if save_rates else contextlib.nullcontext() as monitor:
         for key, image, dets in detections_in(network, items, settings, summary.skipped):
             result = make_result(image, key, names, dets, t)
             video_key, _, frame = key.rpartition("/")
@@ -137,7 +137,6 @@ def _write_detections(summary: DetectSummary, network, items, settings: StreamSe
             summary.images += 1
             summary.detections += len(dets)
             bar.update(1)
-    bar.close()
     videos.close()
     atomic_write_json(summary.output / "detections.json", summary.results)
     if summary.rates:

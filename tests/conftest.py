@@ -14,6 +14,13 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_real_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no staged real data in shared/data")
 
 
+def shown_lines(text: str):
+    """The non-empty lines a terminal shows for this output: a carriage return goes back to the line's start and
+    ESC[K clears it, so a progress bar that cleared itself shows nothing."""
+    shown = (line.split("\r")[-1].replace("\x1b[K", "") for line in text.split("\n"))
+    return [line for line in shown if line.strip()]
+
+
 def write_weights(model, path, seen=0):
     """A darknet .weights file holding the model's parameters, in darknet's order."""
     values = []

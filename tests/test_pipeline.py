@@ -96,7 +96,7 @@ def test_saved_detections_score_as_the_sweep_and_compare_reads_them(trained, tmp
              "--conf", "0.0", "--save-detections", str(saved)]
     assert main([*sweep, "--json", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "detecting: 100%" in printed.err and "detecting:" not in printed.out  # the bar on stderr: `> file` keeps results
+    assert "detecting: 100%" in printed.err and "detecting:" not in printed.out  # the bar on stderr
     results = json.loads(out.read_text())
     assert sorted(p.name for p in saved.iterdir()) == ["ann.json", "t2.json", "t4.json"]
     for name, row in (("ann", results["ann"]), ("t2", results["snn"]["2"]), ("t4", results["snn"]["4"])):

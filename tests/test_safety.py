@@ -26,6 +26,7 @@ from spikedet.data.coco import read_coco
 from spikedet.defaults import DEFAULTS
 from spikedet.model.checkpoint import ANN_VERSION
 from spikedet.snn.files import SNN_VERSION
+from conftest import shown_lines
 
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov3-tiny-n-de-v2.pt"
 
@@ -35,7 +36,7 @@ def run(argv, capsys):
     capsys.readouterr()
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
-    return code, out, err.splitlines()
+    return code, out, shown_lines(err)
 
 
 def one_error_line(err, *fragments):

@@ -18,6 +18,7 @@ import torch
 
 from spikedet import SpikedetError, SpikingYOLO
 from spikedet.cli import main
+from conftest import shown_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "weights" / "shapes-yolov3-tiny-n-de-v2.pt"
@@ -27,7 +28,7 @@ def run(argv, capsys):
     capsys.readouterr()
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
-    return code, out, err.splitlines()
+    return code, out, shown_lines(err)
 
 
 def one_line(err, *fragments):
