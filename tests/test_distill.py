@@ -262,6 +262,19 @@ def test_lambda_only_changes_only_thresholds(files, tmp_path):
     assert any(not torch.allclose(state[k].float(), lam.half().float()) for k, lam in zip(lam_keys, initial))
 
 
+def test_lambda_only_with_float_steps_is_refused_in_one_line(files, tmp_path, capsys):
+    """A float step uses no threshold, so with only the thresholds trained it has nothing to train: refused before
+    the run starts, not a traceback at the first float step."""
+    cfg, weights, names, folder = files
+    from spikedet.cli import main
+
+    assert main(["train", "--distill", "--weights", str(weights), "--cfg", str(cfg), "--images", str(folder),
+                 "--imgsz", "32", "--batch", "2", "--levels", "4", "--output", str(tmp_path / "x.pt"), "--lambda-only",
+                 "steps=2", "float_share=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "give float_share=0" in err and "Traceback" not in err and not (tmp_path / "x.pt").exists()
+
+
 def test_dual_error_leaky_unit_is_the_burst_neuron_count():
     torch.manual_seed(0)
     L = 8

@@ -138,6 +138,11 @@ def test_resume_checks_the_values_in_its_state_file(files, tmp_path, monkeypatch
     with pytest.raises(SpikedetError, match="bad settings"):
         resume(tmp_path / "bad-lr.last.pt")
     content = torch.load(state, weights_only=True)
+    content["settings"]["lambda_only"] = True  # with float steps: a step with nothing to train
+    torch.save(content, tmp_path / "bad-lambda.last.pt")
+    with pytest.raises(SpikedetError, match="bad settings.*float_share=0"):
+        resume(tmp_path / "bad-lambda.last.pt")
+    content = torch.load(state, weights_only=True)
     next(iter(content["student"].values())).fill_(float("nan"))
     torch.save(content, tmp_path / "nan.last.pt")
     with pytest.raises(SpikedetError, match="non-finite"):

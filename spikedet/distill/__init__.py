@@ -65,6 +65,10 @@ def state_path(output: Source) -> Path:
     return output.with_name(output.stem + ".last.pt")
 
 
+# a float step (both errors off) uses no threshold: with only the thresholds trained it would have nothing to train
+LAMBDA_ONLY_FLOAT = "lambda_only trains only the thresholds, which a float step does not use: give float_share=0"
+
+
 def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]], output: Source,
             levels: Union[int, Sequence[int]] = DEFAULTS["levels_distill"], epochs: int = DEFAULTS["epochs_distill"],
             imgsz: int = DEFAULTS["imgsz"], batch: int = DEFAULTS["batch_distill"], lambda_only: bool = False,
@@ -121,6 +125,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         raise SpikedetError(f"levels must be in [1, {DEFAULTS['max_timesteps']}], got {levels}")
     if init not in CHOICES["distill_init"]:
         raise SpikedetError(f"init must be one of {CHOICES['distill_init']}, got {init!r}")
+    if lambda_only and options["float_share"] > 0:
+        raise SpikedetError(LAMBDA_ONLY_FLOAT)
     if augment not in CHOICES["distill_augment"]:
         raise SpikedetError(f"augment must be one of {CHOICES['distill_augment']}, got {augment!r}")
     if int(epochs) < 1 or int(batch) < 1 or int(imgsz) < 32:
@@ -231,6 +237,8 @@ def _check_settings(settings: dict, path) -> None:
         raise fail(path, f"distillation state with bad settings ({e})") from None
     if not ok:
         raise fail(path, "distillation state with settings out of range")
+    if settings.get("lambda_only") and settings["float_share"] > 0:
+        raise fail(path, f"distillation state with bad settings ({LAMBDA_ONLY_FLOAT})")
     missing = [p for p in settings["images"] + settings["selection_images"] + [settings["weights"], settings["cfg"]]
                if not Path(p).is_file()]
     if missing:
