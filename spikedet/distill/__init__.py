@@ -65,8 +65,11 @@ def state_path(output: Source) -> Path:
     return output.with_name(output.stem + ".last.pt")
 
 
-# a float step (both errors off) uses no threshold: with only the thresholds trained it would have nothing to train
-LAMBDA_ONLY_FLOAT = "lambda_only trains only the thresholds, which a float step does not use: give float_share=0"
+def _check_lambda_only(lambda_only: bool, float_share: float) -> None:
+    """A float step (both errors off) uses no threshold: with only the thresholds trained it has nothing to train."""
+    if lambda_only and float_share > 0:
+        raise SpikedetError("lambda_only trains only the thresholds, which a float step does not use: give "
+                            "float_share=0")
 
 
 def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]], output: Source,
@@ -125,8 +128,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         raise SpikedetError(f"levels must be in [1, {DEFAULTS['max_timesteps']}], got {levels}")
     if init not in CHOICES["distill_init"]:
         raise SpikedetError(f"init must be one of {CHOICES['distill_init']}, got {init!r}")
-    if lambda_only and options["float_share"] > 0:
-        raise SpikedetError(LAMBDA_ONLY_FLOAT)
+    _check_lambda_only(lambda_only, options["float_share"])
     if augment not in CHOICES["distill_augment"]:
         raise SpikedetError(f"augment must be one of {CHOICES['distill_augment']}, got {augment!r}")
     if int(epochs) < 1 or int(batch) < 1 or int(imgsz) < 32:
@@ -228,6 +230,7 @@ def _check_settings(settings: dict, path) -> None:
     try:
         check_options({**{k: settings[k] for k in ("lr", "lam_lr", "feature_weight", "float_share", "quant_drop",
                                                    "steps", "select_every")}, "ema": settings.get("ema", 0.0)})
+        _check_lambda_only(settings.get("lambda_only"), settings["float_share"])  # float_share checked just above
         levels = [int(v) for v in settings["levels"]]
         ok = (levels and all(1 <= v <= DEFAULTS["max_timesteps"] for v in levels)
               and settings["init"] in CHOICES["distill_init"] and settings["augment"] in CHOICES["distill_augment"]
@@ -237,8 +240,6 @@ def _check_settings(settings: dict, path) -> None:
         raise fail(path, f"distillation state with bad settings ({e})") from None
     if not ok:
         raise fail(path, "distillation state with settings out of range")
-    if settings.get("lambda_only") and settings["float_share"] > 0:
-        raise fail(path, f"distillation state with bad settings ({LAMBDA_ONLY_FLOAT})")
     missing = [p for p in settings["images"] + settings["selection_images"] + [settings["weights"], settings["cfg"]]
                if not Path(p).is_file()]
     if missing:
