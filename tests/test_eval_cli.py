@@ -111,6 +111,23 @@ def test_malformed_detections_exit_2_with_one_line(voc_case, tmp_path, capsys, c
     assert not out.exists()
 
 
+def test_verbose_shows_pycocotools_output(coco_case, capsys):
+    gt, dets = coco_case
+    assert main(["eval", "--detections", str(dets), "--gt-coco", str(gt), "--verbose"]) == 0
+    assert "Average Precision" in capsys.readouterr().out
+    assert main(["eval", "--detections", str(dets), "--gt-coco", str(gt)]) == 0
+    assert "Average Precision" not in capsys.readouterr().out
+    assert main(["eval", "--weights", str(dets), "--gt-coco", str(gt), "--verbose"]) == 2  # a network: nothing to show
+    err = capsys.readouterr().err
+    assert "--verbose shows pycocotools' output" in err and "Traceback" not in err
+
+
+def test_verbose_is_refused_for_voc(voc_case, capsys):
+    root, dets = voc_case
+    assert main(["eval", "--detections", str(dets), "--gt-voc", str(root), "--verbose"]) == 2
+    assert "--verbose shows pycocotools' output" in capsys.readouterr().err
+
+
 def test_data_with_coco_ground_truth_is_refused(coco_case, tmp_path, capsys):
     gt, dets = coco_case
     assert main(["eval", "--detections", str(dets), "--gt-coco", str(gt), "--data", "data.yaml"]) == 2

@@ -117,7 +117,8 @@ def _add_eval_arguments(parser):
     output.add_argument("--save-detections", metavar="DIR", type=checks.output_dir,
                         help="also write the detections scored (--weights) into this folder: ann.json for the ANN "
                              "row, tT.json for the SNN at T (for `compare`'s intervals); none may exist yet")
-    output.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
+    output.add_argument("--verbose", action="store_true",
+                        help="show pycocotools' own output (scoring a --detections file against --gt-coco)")
 
 
 @command("eval", help="score detections, an ANN or an SNN against COCO or PASCAL VOC ground truth")(
@@ -136,6 +137,8 @@ def _run_eval(args, parser):
                             or args.selection_of):
         parser.error("--max-images, --selection-of, --plot, --timesteps and --save-detections apply to --weights "
                      "(a detections file is scored as it is)")
+    if args.verbose and not (args.detections and args.gt_coco):
+        parser.error("--verbose shows pycocotools' output when scoring a --detections file against --gt-coco")
     checks.check_timesteps(args.timesteps, args.allow_long_t, parser)
     from ..distributed import together
 

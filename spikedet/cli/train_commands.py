@@ -175,6 +175,9 @@ def _add_distill_loss_arguments(parser):
     parser.add_argument("--teacher-ap", action="store_true",
                         help="also score each level's detections against the teacher's detections scoring >= "
                         f"{DEFAULTS['teacher_ap_conf']} (AP50 and AP by pycocotools; spikedet.distill.teacher_ap)")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="also the loss at each level with one layer quantized alone and with every layer "
+                        "quantized but that one: where the level loss sits (spikedet.distill.layer_loss)")
     parser.add_argument("--json", type=checks.output_file, help="also write the figures to this file")
 
 
@@ -204,10 +207,29 @@ def _run_distill_loss(args, parser):
         print("AP against the teacher's detections (AP50 / AP): " + "  ".join(
             f"{'L=' + k if k != 'float' else k}: {_figure(v['AP50'])} / {_figure(v['AP'])}"
             for k, v in scored.items()))
+    per_layer = None
+    if args.per_layer:
+        from ..distill.layer_loss import layer_losses
+
+        per_layer = layer_losses(student, teacher, paths, args.imgsz, sorted(set(args.levels)))
+        _print_layer_losses(per_layer)
     if args.json:
         atomic_write_json(args.json, {"weights": str(args.weights), "images": [str(p) for p in paths],
                                       "imgsz": args.imgsz, "loss": result, "mean_over_levels": mean,
-                                      **({"teacher_ap": scored} if scored else {})})
+                                      **({"teacher_ap": scored} if scored else {}),
+                                      **({"per_layer": per_layer} if per_layer else {})})
+
+
+def _print_layer_losses(per_layer: dict) -> None:
+    """One row per dual-error layer: its loss quantized alone and with every other layer quantized."""
+    levels = list(per_layer["levels"])
+    print(f"per layer (float network: {per_layer['float']:.4f}; "
+          + ", ".join(f"every layer at L={L}: {per_layer['levels'][L]['all']:.4f}" for L in levels) + ")")
+    print("layer".ljust(24) + "channels" + "".join(f"  L={L} alone  L={L} all but it" for L in levels))
+    for i, layer in enumerate(per_layer["layers"]):
+        cells = "".join(f"  {per_layer['levels'][L]['alone'][i]:>9.4f}  {per_layer['levels'][L]['all_but'][i]:>15.4f}"
+                        for L in levels)
+        print(f"{layer['name']:<24}{layer['channels']:>8}{cells}")
 
 
 def _figure(value) -> str:

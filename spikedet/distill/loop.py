@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,7 +27,7 @@ from ..model.activation import descend
 from ..model.checkpoint import load_ann, save_ann
 from ..progress import progress_bar
 from .images import DistillImages, load_batch
-from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss
+from .losses import LayerOutputs, feature_loss, head_loss, mean_head_losses
 from .state import restore_random_states, save_state
 from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
                       mse_scales, set_levels, weight_average)
@@ -235,12 +236,10 @@ def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams,
 def selection_loss(student, teacher, paths: Sequence[Path], imgsz: int, levels: Sequence[int]) -> dict:
     """The head loss on held-out images at each level and for the float network (errors off): the measure a
     recipe, a run length or a shipped file is chosen by. Leaves the student at its smallest level."""
-    result = {}
-    for L in list(levels) + [None]:
-        set_levels(student, L)
-        result["float" if L is None else str(L)] = round(mean_head_loss(student, teacher, paths, imgsz)["loss"], 6)
+    settings = {"float" if L is None else str(L): partial(set_levels, student, L) for L in list(levels) + [None]}
+    losses = mean_head_losses(student, teacher, paths, imgsz, settings)
     set_levels(student, min(levels))
-    return result
+    return {name: round(loss["loss"], 6) for name, loss in losses.items()}
 
 
 def _keep(student, s: dict, history: list, step: int, minutes: float, progress: bool):

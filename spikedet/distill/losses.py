@@ -1,6 +1,6 @@
 """The distillation losses: the teacher's raw [yolo] outputs and, optionally, its activations."""
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Dict, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,6 @@ def feature_loss(student_feats, teacher_feats, scales) -> torch.Tensor:
     return total / max(len(scales), 1)
 
 
-@torch.no_grad()
 def mean_head_loss(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequence[Path], imgsz: int,
                    batch: int = 8) -> dict:
     """head_loss of `student` against `teacher` over the images `paths` (stretched to imgsz, no augmentation),
@@ -72,18 +71,31 @@ def mean_head_loss(student: torch.nn.Module, teacher: torch.nn.Module, paths: Se
 
     Why: on the training images it is what a distillation reached; on images it never saw, what of that fit
     carries over (the generalization gap, without labels)."""
+    return mean_head_losses(student, teacher, paths, imgsz, {"": lambda: None}, batch)[""]
+
+
+@torch.no_grad()
+def mean_head_losses(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequence[Path], imgsz: int,
+                     settings: Mapping[str, Callable[[], None]], batch: int = 8) -> Dict[str, dict]:
+    """mean_head_loss of the student in each of several settings (name -> a function that puts the student in
+    it, e.g. its errors at some level), each image loaded and the teacher run once for all of them:
+    {name: {"obj", "box", "cls", "loss"}}. The student is left in the last setting."""
     if not paths:
         raise SpikedetError("no images to average the distillation loss over")
-    totals, count = {"obj": 0.0, "box": 0.0, "cls": 0.0, "loss": 0.0}, 0
+    totals = {name: {"obj": 0.0, "box": 0.0, "cls": 0.0, "loss": 0.0} for name in settings}
+    count = 0
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
         x = load_batch(chunk, imgsz).to(next(student.parameters()).device)
-        out = head_loss(student(x)[1], teacher(x)[1], teacher.nc)
-        out["loss"] = float(out["loss"])
-        for key in totals:
-            totals[key] += out[key] * len(chunk)
+        target = teacher(x)[1]
+        for name, put in settings.items():
+            put()
+            out = head_loss(student(x)[1], target, teacher.nc)
+            out["loss"] = float(out["loss"])
+            for key in totals[name]:
+                totals[name][key] += out[key] * len(chunk)
         count += len(chunk)
-    return {key: value / count for key, value in totals.items()}
+    return {name: {key: value / count for key, value in sums.items()} for name, sums in totals.items()}
 
 
 @torch.no_grad()

@@ -75,14 +75,29 @@ def set_levels(model: nn.Module, levels: Optional[int]) -> nn.Module:
     """Make every dual-error unit quantize to `levels` (= the burst SNN at T = levels), keeping each lam; the
     model's recorded settings follow. levels=None: both errors off (the student's float network, plain leaky
     units), until the next call with a number."""
-    on = levels is not None
-    change = dict(clip=on, quantize=on, **({"levels": int(levels)} if on else {}))
+    change = _errors_at(levels)
     for m in model.modules():
         if isinstance(m, DualErrorReLU):
             m.settings = replace(m.settings, **change)
     if getattr(model, "dual_error", None):
         model.dual_error = {**model.dual_error, **change}
     return model
+
+
+def set_unit_levels(units: Sequence[nn.Module], levels: Sequence[Optional[int]]) -> None:
+    """Give each dual-error unit its own levels (None: that unit float), e.g. one unit quantized and the rest
+    exact, to see what one layer's errors cost (layer_loss.py). The model's recorded settings are left as they
+    are: set_levels(model, L) puts every unit back at one level."""
+    if len(units) != len(levels):
+        raise SpikedetError(f"{len(levels)} levels for {len(units)} dual-error units")
+    for unit, L in zip(units, levels):
+        unit.settings = replace(unit.settings, **_errors_at(L))
+
+
+def _errors_at(levels: Optional[int]) -> dict:
+    """The settings change that quantizes to `levels`, or turns both errors off for None."""
+    on = levels is not None
+    return dict(clip=on, quantize=on, **({"levels": int(levels)} if on else {}))
 
 
 def weight_average(student: nn.Module, decay: float) -> Optional[AveragedModel]:
