@@ -20,7 +20,7 @@ from spikedet.model import DualErrorYOLO, calibrate_thresholds
 from spikedet.snn import BinaryNeuron, BurstNeuron, Integrator, Neuron, SpikeMonitor, SpikingConv, Static, convert
 from spikedet.snn.closed_form import Counts, summed_current
 
-from conftest import tiny_darknet_model
+from conftest import YOLOV3_TINY_CFG, tiny_darknet_model
 
 U = 2.0 ** -24
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_real_yolov3_tiny_counts_within_the_bound():
     """The released darknet yolov3-tiny (leaky units, padded stride-1 pool): the bound holds layer by layer."""
     from spikedet.darknet import load_darknet
 
-    model = load_darknet(DARKNET / "yolov3-tiny.cfg", DARKNET / "yolov3-tiny.weights")
+    model = load_darknet(YOLOV3_TINY_CFG, DARKNET / "yolov3-tiny.weights")
     torch.manual_seed(0)
     images = torch.rand(1, 3, 160, 160)
     snn = convert(model, calibration_images=images, spikes="burst")

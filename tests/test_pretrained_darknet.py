@@ -9,7 +9,7 @@ from spikedet.model import DualErrorYOLO
 from spikedet.model.checkpoint import load_ann
 from spikedet.train import train
 
-from conftest import SHARED_DATA, needs_real_data, randomize, write_weights  # noqa: E402
+from conftest import SHARED_DATA, YOLOV3_TINY_CFG, needs_real_data, randomize, write_weights  # noqa: E402
 
 WEIGHTS = SHARED_DATA / "weights"
 
@@ -107,5 +107,5 @@ def test_the_real_yolov3_tiny_fills_spikedets_yolov3_tiny():
     from spikedet.darknet import load_darknet
 
     model = DualErrorYOLO("yolov3-tiny", nc=80, scale="m")
-    assert transfer_weights(WEIGHTS / "yolov3-tiny.cfg", WEIGHTS / "yolov3-tiny.weights", model) == 11
-    assert_filled_from(model, load_darknet(WEIGHTS / "yolov3-tiny.cfg", WEIGHTS / "yolov3-tiny.weights"), 11)
+    assert transfer_weights(YOLOV3_TINY_CFG, WEIGHTS / "yolov3-tiny.weights", model) == 11
+    assert_filled_from(model, load_darknet(YOLOV3_TINY_CFG, WEIGHTS / "yolov3-tiny.weights"), 11)

@@ -372,3 +372,42 @@ def _run_average(args, parser):
     averaged = average_checkpoints(args.files, contents, [sha256(f) for f in args.files])
     atomic_torch_save(averaged, args.output, replace=False)
     print(f"averaged {len(args.files)} networks ({averaged['distill']['steps']} steps in all): {args.output}")
+
+
+# --- fix-anchors --------------------------------------------------------------------------------------------
+
+
+def _add_fix_anchors_arguments(parser):
+    parser.add_argument("--weights", required=True, type=checks.existing_file,
+                        help="a network distilled from darknet weights whose [yolo] anchors spikedet knows, with a "
+                             "cfg that decodes them otherwise (spikedet.darknet.known)")
+    parser.add_argument("--output", required=True, type=checks.output_file, help="the mended network (.pt)")
+
+
+@command("fix-anchors", help="decode a network distilled from known darknet weights with the [yolo] anchors those "
+         "weights were trained with (the same tensors, its cfg's masks mended)")(_add_fix_anchors_arguments)
+def _run_fix_anchors(args, parser):
+    from ..darknet.known import KNOWN, teacher_sha256, with_known_anchors
+    from ..distill import sha256
+    from ..errors import fail
+    from ..fileio import atomic_torch_save, load_torch_file
+    from ..model.checkpoint import is_ann_file, load_ann
+
+    content = load_torch_file(args.weights)
+    config = content.get("config") if is_ann_file(content) and content.get("family") == "darknet" else None
+    if not isinstance(config, dict) or not isinstance(config.get("cfg_text"), str):
+        raise fail(args.weights, "is not a network distilled from darknet weights")
+    teacher = teacher_sha256(content)
+    if teacher not in KNOWN:
+        raise fail(args.weights, "was not distilled from darknet weights whose anchors spikedet knows: nothing to mend")
+    text = with_known_anchors(config["cfg_text"], teacher)
+    if text == config["cfg_text"]:
+        raise fail(args.weights, f"already decodes {KNOWN[teacher].name} with its anchors: nothing to mend")
+    mended = {**content, "config": {**config, "cfg_text": text},
+              "anchors_mended": {"from_file_sha256": sha256(args.weights),
+                                 "masks": [list(m) for m in KNOWN[teacher].masks]}}
+    load_ann(args.weights, mended)  # the checks every network file gets, its anchors included
+    atomic_torch_save(mended, args.output, replace=False)
+    print(f"{args.output}: {args.weights} decoded with the [yolo] masks "
+          + " and ".join(",".join(map(str, m)) for m in KNOWN[teacher].masks) + f" {KNOWN[teacher].name} was trained "
+          "with; every tensor as it was")

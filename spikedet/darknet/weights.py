@@ -1,4 +1,5 @@
 """Darknet .weights and .names files: fill a DarknetModel, name its classes, start other models from it."""
+import hashlib
 import struct
 from pathlib import Path
 from typing import List, Optional, Union
@@ -9,6 +10,7 @@ from torch import nn
 
 from ..data.records import COCO_TO_VOC_NAMES
 from ..errors import fail
+from .known import check_anchors
 from .model import ConvBlock, DarknetModel
 
 # darknet's COCO names (data/coco.names) spell six classes as VOC does; mapped to the category names of
@@ -23,7 +25,8 @@ def load_weights(model: DarknetModel, path: Union[str, Path]) -> dict:
     The file is a header (int32 major, minor, revision; `seen` int64 from version 0.2 on, int32 before),
     then float32 values per convolution in cfg order: with batch-norm its beta, gamma, running mean and
     variance, else the conv bias; then the conv weights. Every value must be used, exactly: a count that
-    differs means the weights belong to another cfg (or the file is damaged).
+    differs means the weights belong to another cfg (or the file is damaged). Weights whose [yolo] anchors
+    spikedet knows must be decoded with them (known.py).
     """
     path = Path(path)
     try:
@@ -49,6 +52,7 @@ def load_weights(model: DarknetModel, path: Union[str, Path]) -> dict:
         for t in tensors:
             t.copy_(values[start:start + t.numel()].view_as(t))
             start += t.numel()
+    check_anchors(model, hashlib.sha256(data).hexdigest(), model.cfg)
     return {"major": major, "minor": minor, "revision": revision,
             "seen": int.from_bytes(data[12:header], "little")}
 

@@ -10,6 +10,7 @@ from typing import Optional, Union
 from torch import nn
 
 from ..darknet import DarknetModel
+from ..darknet.known import check_anchors, teacher_sha256
 from ..errors import fail
 from ..fileio import atomic_torch_save, load_torch_file
 from .activation import DualErrorSettings, install_leaky_dual_error
@@ -74,6 +75,8 @@ def load_ann(path: Union[str, Path], content: dict = None) -> nn.Module:
         raise fail(path, "not a spikedet ANN checkpoint (train one with tools/train.py)")
     check_version(path, content, ANN_VERSION)
     model = build_ann(content, path)
+    if isinstance(model, DarknetModel):  # distilled from darknet weights it may have to decode as they were trained
+        check_anchors(model, teacher_sha256(content), path, checkpoint=True)
     model.trained_imgsz = trained_imgsz(path, content)
     return model
 
