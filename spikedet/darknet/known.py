@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import fail
+from ..errors import SpikedetError, fail
 
 Anchors = Tuple[Tuple[float, float], ...]
 
@@ -72,7 +72,7 @@ def with_known_anchors(cfg_text: str, weights_sha256: str) -> str:
             yolo += section == "[yolo]"
         elif section == "[yolo]" and key.startswith("mask="):
             if yolo >= len(known.masks):
-                raise ValueError(f"more [yolo] sections than {known.name} has")
+                raise SpikedetError(f"the cfg has more [yolo] sections than {known.name} was trained with")
             ending = line[len(line.rstrip("\r\n")):]
             lines[k] = "mask = " + ",".join(map(str, known.masks[yolo])) + ending
     return "".join(lines)
