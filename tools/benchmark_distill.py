@@ -6,7 +6,8 @@ Each phase calls what spikedet.distill's loop calls, on the same real images and
 activation, the loss or the loader shows here as it will in a run. The figures are wall-clock seconds on this
 machine; on shared cores compare two versions in one run, alternated (--rounds), not across runs:
 
-    python tools/benchmark_distill.py --weights yolov3-tiny.weights --cfg yolov3-tiny.cfg --images train/ --steps 6
+    python tools/benchmark_distill.py --weights yolov3-tiny.weights --cfg configs/darknet/yolov3-tiny.cfg \
+        --images train/ --steps 6
     PYTHONPATH=/path/to/other/checkout python tools/benchmark_distill.py ...   # the other version's spikedet
 """
 import argparse

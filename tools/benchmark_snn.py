@@ -18,7 +18,7 @@ with a one-line message.
 
     python tools/benchmark_snn.py                       # yolov3-tiny, 416 px, T = 8 16 32 64, CPU
     python tools/benchmark_snn.py --device cuda --timesteps 16 64 256 --batch 8
-    python tools/benchmark_snn.py --cfg yolov3-tiny.cfg --spikes binary   # a darknet cfg (leaky neurons)
+    python tools/benchmark_snn.py --cfg configs/darknet/yolov3-tiny.cfg --spikes binary  # a darknet cfg (leaky units)
     python tools/benchmark_snn.py --peer spikingjelly --timesteps 8 16 64 128 --json peer.json
     python tools/benchmark_snn.py --peer spikingjelly --weights runs/x.snn.pt --timesteps 16
 """
