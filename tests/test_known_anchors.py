@@ -9,7 +9,7 @@ import torch
 from spikedet.cli import main
 from spikedet.darknet import load_darknet
 from spikedet.darknet import known
-from spikedet.darknet.known import KnownWeights, with_known_anchors, yolo_anchors
+from spikedet.darknet.known import KnownWeights, teacher_sha256, with_known_anchors, yolo_anchors
 from spikedet.distill import distill
 from spikedet.errors import SpikedetError
 from spikedet.model.checkpoint import load_ann
@@ -108,3 +108,10 @@ def test_the_staged_yolov3_tiny_cfg_is_refused_and_the_repositorys_differs_only_
                     for f in (YOLOV3_TINY_CFG, staged))  # ours says why in three comment lines
     assert [(a, b) for a, b in zip(theirs, ours) if a != b] == [("mask = 0,1,2", "mask = 1,2,3")]
     assert len(ours) == len(theirs)
+
+
+def test_the_shipped_network_decodes_with_the_anchors_its_teacher_was_trained_with():
+    shipped = YOLOV3_TINY_CFG.parents[2] / "weights" / "yolov3-tiny-coco-de.pt"
+    content = torch.load(shipped, weights_only=True)
+    assert teacher_sha256(content) in known.KNOWN
+    assert yolo_anchors(load_ann(shipped, content)) == list(known.KNOWN[teacher_sha256(content)].anchors)
