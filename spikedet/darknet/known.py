@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import SpikedetError, fail
+from .model import DarknetHead
 
 Anchors = Tuple[Tuple[float, float], ...]
 
@@ -38,8 +39,6 @@ KNOWN: Dict[str, KnownWeights] = {
 
 def yolo_anchors(model) -> List[Anchors]:
     """The anchors (w, h) of each [yolo] level of a darknet network, in cfg order."""
-    from .model import DarknetHead
-
     head = next(m for m in model.modules() if isinstance(m, DarknetHead))
     return [tuple((float(w), float(h)) for w, h in level.anchors) for level in head.levels if level.kind == "yolo"]
 

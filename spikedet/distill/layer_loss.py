@@ -5,6 +5,7 @@ dual-error unit quantized and every other unit exact ("alone"), and with every u
 Why: a run reports one loss per level; a researcher deciding where to spend training (or what to try next)
 needs to know which layers make it. "alone" is what a layer's errors cost by themselves, "all but" what making
 that layer exact would give back. The errors interact, so neither column sums to the whole loss."""
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -28,14 +29,12 @@ def layer_losses(student: torch.nn.Module, teacher: torch.nn.Module, paths: Sequ
     image is loaded and the teacher run once for every setting. Leaves the student at its smallest level."""
     units = leaky_activations(student)
     n = len(units)
-    settings = {"float": lambda: set_unit_levels(units, [None] * n)}
+    settings = {"float": partial(set_unit_levels, units, [None] * n)}
     for L in levels:
-        settings[f"{L}/all"] = lambda L=L: set_unit_levels(units, [L] * n)
+        settings[f"{L}/all"] = partial(set_unit_levels, units, [L] * n)
         for i in range(n):
-            settings[f"{L}/alone/{i}"] = lambda L=L, i=i: set_unit_levels(units, [L if j == i else None
-                                                                                  for j in range(n)])
-            settings[f"{L}/all_but/{i}"] = lambda L=L, i=i: set_unit_levels(units, [None if j == i else L
-                                                                                    for j in range(n)])
+            settings[f"{L}/alone/{i}"] = partial(set_unit_levels, units, [L if j == i else None for j in range(n)])
+            settings[f"{L}/all_but/{i}"] = partial(set_unit_levels, units, [None if j == i else L for j in range(n)])
     losses = {name: value["loss"] for name, value in mean_head_losses(student, teacher, paths, imgsz, settings,
                                                                       batch).items()}
     set_levels(student, min(levels))
