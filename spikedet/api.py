@@ -119,7 +119,7 @@ class SpikingYOLO:
         check_output(output, overwrite)
         imgsz = default_imgsz(self.network) if imgsz is None else imgsz
         check_values(imgsz=imgsz, calibration_count=calibration_count, percentile=options.get("percentile"),
-                     v_init=options.get("v_init"), timesteps=options.get("timesteps"),
+                     threshold_scale=options.get("threshold_scale"), v_init=options.get("v_init"), timesteps=options.get("timesteps"),
                      allow_long_t=options.pop("allow_long_t", False))
         if self.is_snn:
             raise fail(self.source, "already an SNN")

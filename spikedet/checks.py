@@ -69,12 +69,14 @@ def timesteps(text: str) -> int:
 burn_in = integer(0, None, "a number of time steps")  # steps the read-out leaves out
 fraction = number(0, 1)  # conf, v_init
 percentile = number(0, 100, low_open=True)
+threshold_scale = number(0, 1000, low_open=True)
 iou = number(0, 1, low_open=True)
 agreement = number(0, 1e6)  # the weight of a fine-tune's agreement term
 
 # Option name -> check, shared by the CLI's argument types and the Python API (check_values).
 OPTION_CHECKS = {"timesteps": timesteps, "imgsz": image_size, "batch": positive, "chunk": positive,
                  "max_images": positive, "calibration_count": positive, "percentile": percentile,
+                 "threshold_scale": threshold_scale,
                  "v_init": fraction, "conf": fraction, "iou": iou, "burn_in": burn_in, "agreement": agreement}
 
 

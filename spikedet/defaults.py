@@ -23,6 +23,7 @@ DEFAULTS = {
     "calibration_count": 32,
     "scales": "percentile",
     "percentile": 99.99,
+    "threshold_scale": 1.0,  # every threshold times this: a higher one clips less, quantizes coarser
     "v_init": 0.5,
     "spikes": "burst",
     "reset": "subtract",

@@ -31,6 +31,10 @@ def _add_convert_arguments(parser):
                         "steps (much better at a few steps)")
     parser.add_argument("--percentile", type=checks.percentile, default=DEFAULTS["percentile"],
                         help=f"activation percentile, in (0, 100]; 100 = max (default: {DEFAULTS['percentile']})")
+    parser.add_argument("--threshold-scale", type=checks.threshold_scale, default=DEFAULTS["threshold_scale"],
+                        help="every threshold times this: higher clips less and quantizes coarser, so the best "
+                        "value depends on T (choose it on held-out images: distill-loss --threshold-scales; "
+                        f"default: {DEFAULTS['threshold_scale']})")
     parser.add_argument("--v-init", type=checks.fraction, default=DEFAULTS["v_init"],
                         help=f"initial membrane potential / threshold, in [0, 1] (default: {DEFAULTS['v_init']})")
     parser.add_argument("--reset", choices=CHOICES["reset"], default=DEFAULTS["reset"],
@@ -54,7 +58,8 @@ def _run_convert(args, parser):
     with sigterm_raises():
         snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
                                   normalization=args.normalization, scales=args.scales,
-                                  percentile=args.percentile, v_init=args.v_init, reset=args.reset,
+                                  percentile=args.percentile, threshold_scale=args.threshold_scale,
+                                  v_init=args.v_init, reset=args.reset,
                                   spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
                                   allow_long_t=args.allow_long_t)
     layers = len(snn.network.meta["scales"])

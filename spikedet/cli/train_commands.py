@@ -178,6 +178,9 @@ def _add_distill_loss_arguments(parser):
     parser.add_argument("--per-layer", action="store_true",
                         help="also the loss at each level with one layer quantized alone and with every layer "
                         "quantized but that one: where the level loss sits (spikedet.distill.layer_loss)")
+    parser.add_argument("--threshold-scales", type=checks.threshold_scale, nargs="+", metavar="S",
+                        help="also the loss at each level with every threshold times S, and the S of least loss: "
+                        "the --threshold-scale to convert with for T = L (spikedet.distill.threshold_scale)")
     parser.add_argument("--json", type=checks.output_file, help="also write the figures to this file")
 
 
@@ -213,11 +216,21 @@ def _run_distill_loss(args, parser):
 
         per_layer = layer_losses(student, teacher, paths, args.imgsz, sorted(set(args.levels)))
         _print_layer_losses(per_layer)
+    scaled = None
+    if args.threshold_scales:
+        from ..distill.threshold_scale import least_loss_scale, threshold_scale_losses
+
+        scaled = threshold_scale_losses(student, teacher, paths, args.imgsz, sorted(set(args.levels)),
+                                        list(dict.fromkeys(args.threshold_scales)))
+        for level, rows in scaled.items():
+            print(f"L={level}, every threshold times S: " + "  ".join(f"{r['scale']:g}: {r['loss']:.4f}" for r in rows)
+                  + f"  least loss at S = {least_loss_scale(rows):g}")
     if args.json:
         atomic_write_json(args.json, {"weights": str(args.weights), "images": [str(p) for p in paths],
                                       "imgsz": args.imgsz, "loss": result, "mean_over_levels": mean,
                                       **({"teacher_ap": scored} if scored else {}),
-                                      **({"per_layer": per_layer} if per_layer else {})})
+                                      **({"per_layer": per_layer} if per_layer else {}),
+                                      **({"threshold_scales": scaled} if scaled else {})})
 
 
 def _print_layer_losses(per_layer: dict) -> None:

@@ -67,10 +67,12 @@ class Converter:
     loaded from a saved SNN (every scale is then 1; the structure is the same).
     """
 
-    def __init__(self, model: nn.Module, normalization: str, observers, v_init: float, reset: str, spikes: str):
+    def __init__(self, model: nn.Module, normalization: str, observers, v_init: float, reset: str, spikes: str,
+                 threshold_scale: float = DEFAULTS["threshold_scale"]):
         if normalization not in NORMALIZATIONS:
             raise SpikedetError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.model, self.normalization, self.observers = model, normalization, observers
+        self.threshold_scale = float(threshold_scale)
         self.v_init, self.reset, self.spikes = v_init, reset, spikes
         self.scale_sources = []  # one entry per spiking layer: where its scale came from
 
@@ -79,7 +81,7 @@ class Converter:
         if self.observers is REBUILD:
             return torch.ones(channels)
         if isinstance(act, DualErrorReLU) and act.settings.clip:
-            lam = act.lam.detach().float().abs().clamp(min=1e-4).expand(channels).clone()
+            lam = (act.lam.detach().float().abs() * self.threshold_scale).clamp(min=1e-4).expand(channels).clone()
             source = "learned lambda"
             if self.normalization == "layer":
                 lam = lam.max().expand(channels).clone()
@@ -88,7 +90,7 @@ class Converter:
                 raise SpikedetError(f"layer {name} has no clip threshold: conversion needs calibration images")
             observer = self.observers[act]
             lam = observer.scale(self.normalization).float().expand(channels).clone()
-            lam = torch.where(lam > 0, lam, torch.ones_like(lam))  # a channel never active: any scale works
+            lam = torch.where(lam > 0, lam * self.threshold_scale, torch.ones_like(lam))  # never active: any works
             source = observer.source
         self.scale_sources.append({"layer": name, "source": source, "scale_min": float(lam.min()),
                                    "scale_max": float(lam.max())})
@@ -166,7 +168,7 @@ def _flatten(modules):
 
 def conversion_options(**given) -> dict:
     """The full set of conversion options (DEFAULTS for those not given): what an SNN file records."""
-    keys = ("normalization", "scales", "percentile", "v_init", "reset", "spikes", "leaky")
+    keys = ("normalization", "scales", "percentile", "threshold_scale", "v_init", "reset", "spikes", "leaky")
     unknown = set(given) - set(keys) - {"timesteps"}
     if unknown:
         raise SpikedetError(f"unknown conversion options {sorted(unknown)}")
@@ -188,6 +190,10 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
         "mse": the threshold with the least mean squared error of the neurons' count after `timesteps` steps
         (calibration.LeastErrorObserver; far better at a few steps; needs timesteps).
     percentile: the activation percentile used as scale (100 = max; 99.99 and 99.9 are robust choices).
+    threshold_scale: every layer's scale (learned or from images) times this. A higher threshold clips less
+        and quantizes coarser, so the best one depends on T; choose it per T on held-out images
+        (`spikedet distill-loss --threshold-scales`), never on an evaluation set. The burst SNN at T equals
+        the dual-error network at L = T with its thresholds times this.
     v_init: initial membrane potential as a fraction of threshold (0.5 or 0). reset: "subtract" or "zero".
     spikes: "burst" (default), "signed" or "binary" events, or any neurons.NEURON_KINDS; "binary" is the plain IF
         neuron of Spiking-YOLO and the dual-error paper.
@@ -225,7 +231,8 @@ def reference_ann(model: nn.Module, leaky: str = DEFAULTS["leaky"]) -> nn.Module
 
 
 def _build(model: nn.Module, observers, o: dict) -> SpikingNetwork:
-    snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"]).build()
+    snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"],
+                    o["threshold_scale"]).build()
     dual_error = getattr(model, "dual_error", None) or getattr(model, "yaml", {}).get("dual_error") or {}
     o["timesteps"] = o["timesteps"] or dual_error.get("levels")
     snn.meta.update(options=o, timesteps=o["timesteps"],
