@@ -241,6 +241,10 @@ CLI_CASES = {
     "convert percentile 150": (f"{CONVERT} --percentile 150", "argument --percentile: expected a number in "
                                                               "(0, 100], got 150"),
     "convert percentile 0": (f"{CONVERT} --percentile 0", "argument --percentile: expected a number in (0, 100]"),
+    "convert threshold-scale 0": (f"{CONVERT} --threshold-scale 0", "argument --threshold-scale: expected a "
+                                                                    "number in (0, 1000], got 0"),
+    "convert threshold-scale inf": (f"{CONVERT} --threshold-scale inf", "argument --threshold-scale: expected a "
+                                                                        "finite number, got 'inf'"),
     "convert v-init nan": (f"{CONVERT} --v-init nan", "argument --v-init: expected a finite number, got 'nan'"),
     "convert v-init 2": (f"{CONVERT} --v-init 2", "argument --v-init: expected a number in [0, 1], got 2"),
     "detect conf nan": (f"{DETECT} --conf nan", "argument --conf: expected a finite number, got 'nan'"),
@@ -662,6 +666,7 @@ def test_a_failing_benchmark_worker_is_one_line_and_exit_2(monkeypatch, capsys):
 @pytest.mark.parametrize("call, message", [
     (lambda m, d: m.convert(percentile=150), "percentile: expected a number in (0, 100], got 150"),
     (lambda m, d: m.convert(v_init=float("nan")), "v_init: expected a finite number"),
+    (lambda m, d: m.convert(threshold_scale=-1.3), "threshold_scale: expected a number in (0, 1000], got -1.3"),
     (lambda m, d: m.convert(timesteps=-5), "timesteps: expected a number of time steps >= 1"),
     (lambda m, d: m.convert(imgsz=0), "imgsz: expected an image size"),
     (lambda m, d: m.convert(timesteps=100000), "T = 100000 is above 4096"),

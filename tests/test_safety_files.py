@@ -229,6 +229,10 @@ SNN_CASES = {
     "v_init NaN": (lambda c: c["meta"]["options"].update(v_init=float("nan")), "stored v_init: expected a finite"),
     "v_init -1": (lambda c: c["meta"]["options"].update(v_init=-1.0), "stored v_init: expected a number in [0, 1]"),
     "spikes unknown": (lambda c: c["meta"]["options"].update(spikes="many"), "stored spikes must be one of"),
+    "threshold scale 0": (lambda c: c["meta"]["options"].update(threshold_scale=0.0),
+                          "stored threshold_scale: expected a number in (0, 1000]"),
+    "threshold scale text": (lambda c: c["meta"]["options"].update(threshold_scale="1.3"),
+                             "stored threshold_scale must be a number, got '1.3'"),
     "T text": (lambda c: c["meta"].update(timesteps="16"), "stored timesteps must be a number, got '16'"),
     "imgsz 100": (lambda c: c["meta"].update(imgsz=100), "stored imgsz: expected a multiple of 32"),
 }
