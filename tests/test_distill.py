@@ -43,6 +43,15 @@ def files(tmp_path):
     return make_files(tmp_path)
 
 
+def teacher_and_student(tmp_path, levels=4):
+    """make_files' teacher, a student of it at `levels` (thresholds from its activations), the images and files."""
+    cfg, weights, names, folder = make_files(tmp_path)
+    teacher = load_darknet(cfg, weights, names).eval()
+    paths = training_images(folder)
+    student = make_student(teacher, levels, channel_scales(teacher, load_batch(paths, 32))).eval()
+    return teacher, student, paths, (cfg, weights, names, folder)
+
+
 def make_files(tmp_path):
     """A tiny darknet cfg, random weights, names and six small images."""
     cfg = tmp_path / "tiny.cfg"

@@ -5,22 +5,16 @@ import pytest
 import torch
 
 from spikedet.cli import main
-from spikedet.darknet import load_darknet
-from spikedet.distill import channel_scales, leaky_activations, load_batch, make_student, mean_head_loss, set_levels
-from spikedet.distill import training_images
+from spikedet.distill import leaky_activations, mean_head_loss, set_levels
 from spikedet.distill.layer_loss import layer_losses, unit_names
 from spikedet.distill.student import set_unit_levels
 
-from test_distill import make_files
+from test_distill import teacher_and_student
 
 
 @pytest.fixture
 def setup(tmp_path):
-    cfg, weights, names, folder = make_files(tmp_path)
-    teacher = load_darknet(cfg, weights, names).eval()
-    paths = training_images(folder)
-    student = make_student(teacher, 4, channel_scales(teacher, load_batch(paths, 32))).eval()
-    return teacher, student, paths, (cfg, weights, names, folder)
+    return teacher_and_student(tmp_path)
 
 
 def test_each_figure_is_the_head_loss_of_its_setting(setup):

@@ -6,24 +6,19 @@ import pytest
 import torch
 
 from spikedet.cli import main
-from spikedet.darknet import load_darknet
-from spikedet.distill import channel_scales, leaky_activations, load_batch, make_student, mean_head_loss, set_levels
-from spikedet.distill import distill, training_images
+from spikedet.api import SpikingYOLO
+from spikedet.distill import distill, leaky_activations, load_batch, mean_head_loss, set_levels
 from spikedet.distill.threshold_scale import least_loss_scale, threshold_scale_losses
 from spikedet.errors import SpikedetError
 from spikedet.model.checkpoint import load_ann
 from spikedet.snn import convert
 
-from test_distill import make_files
+from test_distill import teacher_and_student
 
 
 @pytest.fixture
 def setup(tmp_path):
-    cfg, weights, names, folder = make_files(tmp_path)
-    teacher = load_darknet(cfg, weights, names).eval()
-    paths = training_images(folder)
-    student = make_student(teacher, 4, channel_scales(teacher, load_batch(paths, 32))).eval()
-    return teacher, student, paths, (cfg, weights, names, folder)
+    return teacher_and_student(tmp_path)
 
 
 def scaled_thresholds(student, scale):
@@ -91,7 +86,6 @@ def test_the_cli_converts_with_a_scale_and_the_file_keeps_it(setup, tmp_path, ca
     model = load_ann(out)
     scaled_thresholds(model, 1.5)
     x = load_batch(paths, 32)
-    from spikedet.api import SpikingYOLO
     snn = SpikingYOLO(tmp_path / "s.snn.pt").network
     with torch.no_grad():
         assert torch.allclose(snn.simulate(x, [4], method="steps")[4], set_levels(model, 4)(x)[0], atol=1e-4,
