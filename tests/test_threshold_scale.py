@@ -90,3 +90,15 @@ def test_the_cli_converts_with_a_scale_and_the_file_keeps_it(setup, tmp_path, ca
     with torch.no_grad():
         assert torch.allclose(snn.simulate(x, [4], method="steps")[4], set_levels(model, 4)(x)[0], atol=1e-4,
                               rtol=1e-4)
+
+
+def test_a_scale_multiplies_thresholds_taken_from_calibration_images_too():
+    """Percentile 100 thresholds never clip: times 2 the SNN still converges to its ANN; times 0.5 it clips
+    the largest activations of every layer and stays off however long it runs."""
+    from test_snn import box_error, random_network
+
+    model, images, ann = random_network(clip=False, quantize=False)
+    errors = {s: box_error(convert(model, calibration_images=images, percentile=100, threshold_scale=s)
+                           .simulate(images, [1024])[1024], ann)[0] for s in (0.5, 1.0, 2.0)}
+    assert errors[1.0] < 0.05 and errors[2.0] < 0.1
+    assert errors[0.5] > 5 * max(errors[1.0], errors[2.0])
