@@ -198,15 +198,16 @@ def _run_distill_loss(args, parser):
     teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
     print(f"head loss of {args.weights} against {args.teacher} on {len(paths)} images, {args.imgsz} px ...",
           file=sys.stderr, flush=True)
-    result = selection_loss(student, teacher, paths, args.imgsz, sorted(set(args.levels)))
-    mean = sum(result[str(L)] for L in sorted(set(args.levels))) / len(set(args.levels))
+    levels = sorted(set(args.levels))
+    result = selection_loss(student, teacher, paths, args.imgsz, levels)
+    mean = sum(result[str(L)] for L in levels) / len(levels)
     print("  ".join(f"L={k}: {v:.4f}" if k != "float" else f"float: {v:.4f}" for k, v in result.items())
           + f"  mean over levels: {mean:.4f}")
     scored = None
     if args.teacher_ap:
         from ..distill.teacher_ap import teacher_ap
 
-        scored = teacher_ap(student, teacher, paths, args.imgsz, sorted(set(args.levels)))
+        scored = teacher_ap(student, teacher, paths, args.imgsz, levels)
         print("AP against the teacher's detections (AP50 / AP): " + "  ".join(
             f"{'L=' + k if k != 'float' else k}: {_figure(v['AP50'])} / {_figure(v['AP'])}"
             for k, v in scored.items()))
@@ -214,13 +215,13 @@ def _run_distill_loss(args, parser):
     if args.per_layer:
         from ..distill.layer_loss import layer_losses
 
-        per_layer = layer_losses(student, teacher, paths, args.imgsz, sorted(set(args.levels)))
+        per_layer = layer_losses(student, teacher, paths, args.imgsz, levels)
         _print_layer_losses(per_layer)
     scaled = None
     if args.threshold_scales:
         from ..distill.threshold_scale import least_loss_scale, threshold_scale_losses
 
-        scaled = threshold_scale_losses(student, teacher, paths, args.imgsz, sorted(set(args.levels)),
+        scaled = threshold_scale_losses(student, teacher, paths, args.imgsz, levels,
                                         list(dict.fromkeys(args.threshold_scales)))
         for level, rows in scaled.items():
             print(f"L={level}, every threshold times S: " + "  ".join(f"{r['scale']:g}: {r['loss']:.4f}" for r in rows)
