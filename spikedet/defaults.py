@@ -68,6 +68,8 @@ DEFAULTS = {
     "feature_weight_distill": 25.0,  # the per-layer activation term against the head-output terms
     "quant_drop_distill": 0.0,  # the share of dual-error elements passing their float value in training (QDrop)
     "ema_distill": 0.0,  # the decay of the student's weight average (0: the last step's weights are the result)
+    "binary_steps_distill": 0,  # T of the binary SNN the non-float steps train through (0: the dual error)
+    "burn_in_distill": 0,  # steps its read-out leaves out (`eval --burn-in`)
     "float_share_distill": 0.0,  # the share of steps that distill the student's float network (errors off)
     "save_minutes_distill": 10.0,  # how often a distillation saves its resumable state
 }

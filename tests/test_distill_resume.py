@@ -37,10 +37,13 @@ def _stop_at(monkeypatch, call, signum=signal.SIGINT):
     monkeypatch.setattr(run_module, "head_loss", counting)
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.6])
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_path, monkeypatch, ema):
+BINARY = dict(binary_steps=4, burn_in=1, feature_weight=0.0, quant_drop=0.0)  # steps through the binary SNN
+
+
+@pytest.mark.parametrize("ema, binary", [(0.0, {}), (0.6, {}), (0.6, BINARY)])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_path, monkeypatch, ema, binary):
     cfg, weights, names, folder = files
-    recipe = {**RECIPE, "ema": ema}
+    recipe = {**RECIPE, "ema": ema, **binary}
     whole = distill(weights, cfg, folder, tmp_path / "whole.pt", names=names, **recipe)
     _stop_at(monkeypatch, 3)
     with pytest.raises(Interrupted) as stop:
@@ -57,7 +60,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(files, tmp_
     strip = [{k: v for k, v in e.items() if k != "minutes"} for e in a["distill"]["history"]]
     assert strip == [{k: v for k, v in e.items() if k != "minutes"} for e in b["distill"]["history"]]
     assert a["distill"]["selection_loss"] == b["distill"]["selection_loss"]
-    assert set(a["distill"]["selection_loss"]) == {"4", "8", "float"}
+    assert set(a["distill"]["selection_loss"]) == {"4", "8", "float"} | ({"binary4"} if binary else set())
     for step in (3, 6):  # the networks kept at the selection points: step 3 before the stop, 6 after it
         kept_a, kept_b = (torch.load(kept_path(p, step), weights_only=True) for p in (whole, parts))
         assert kept_a["distill"]["steps"] == step

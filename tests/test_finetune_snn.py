@@ -235,7 +235,7 @@ def test_networks_it_cannot_unroll_and_bad_options_are_one_line(tmp_path, capsys
     leaky = DualErrorYOLO("yolov3-tiny", nc=3, scale="n")
     first = leaky.model[0]
     first.act = DualErrorLeakyReLU(first.conv.out_channels, first.act.settings, 0.1)
-    with pytest.raises(SpikedetError, match="not a clipping dual-error ReLU"):
+    with pytest.raises(SpikedetError, match="resets by subtraction, not reset .zero."):
         UnrolledSNN(leaky, 8)
     with pytest.raises(SpikedetError, match="burn-in"):
         UnrolledSNN(shipped(), 8, 8)

@@ -25,9 +25,10 @@ from ..darknet import load_darknet
 from ..errors import Interrupted, SpikedetError
 from ..model.activation import descend
 from ..model.checkpoint import load_ann, save_ann
+from ..defaults import DEFAULTS
 from ..progress import progress_bar
 from .images import DistillImages, load_batch
-from .losses import LayerOutputs, feature_loss, head_loss, mean_head_losses
+from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss, mean_head_losses
 from .state import restore_random_states, save_state
 from .student import (CALIBRATION_COUNT, INIT_PERCENTILE, QuantDrop, channel_scales, leaky_activations, make_student,
                       mse_scales, set_levels, weight_average)
@@ -77,6 +78,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
             raise SpikedetError(f"{s['state']}: a run with ema={s['ema']} whose state holds no weight average "
                                 "of this network") from None
     net = student if average is None else average.module  # what the run measures and writes
+    binary = _binary_snn(student, s)
     lams = [p for n, p in student.named_parameters() if n.endswith(".lam")]
     others = [p for n, p in student.named_parameters() if not n.endswith(".lam")]
     for p in others:
@@ -113,7 +115,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     def select():
         dropout.active = False
         try:
-            return selection_loss(net, teacher, selection, s["imgsz"], s["levels"])
+            return selection_loss(net, teacher, selection, s["imgsz"], s["levels"], _binary_snn(net, s))
         finally:
             dropout.active = True
 
@@ -134,7 +136,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
                     for g, base in zip(optimizer.param_groups, base_lrs):
                         g["lr"] = base * lr_scale
                     out = _step(student, teacher, x.to(device, non_blocking=True), s, draw_levels, capture, scales,
-                                optimizer, lams, others)
+                                optimizer, lams, others, binary)
                     if average is not None:
                         average.update_parameters(student)
                     step += 1
@@ -208,13 +210,26 @@ def _start_student(start: Optional[dict]):
     return load_ann(start["file"]).float()
 
 
-def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others) -> dict:
-    """One optimizer step on batch x; a SpikedetError if the loss or a parameter is no longer finite."""
+def _binary_snn(student, s: dict):
+    """The binary SNN `student` converts to, unrolled over binary_steps (None for a run without them): what its
+    non-float steps train and its selection loss scores beside the levels. convert's defaults: v_init 0.5, and
+    leaky neurons reset by subtraction."""
+    if not s.get("binary_steps"):
+        return None
+    from ..snn.finetune import UnrolledSNN  # here: snn.finetune takes its KL term from this package
+
+    return UnrolledSNN(student, s["binary_steps"], s.get("burn_in", 0), DEFAULTS["v_init"], "subtract")
+
+
+def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others, binary) -> dict:
+    """One optimizer step on batch x; a SpikedetError if the loss or a parameter is no longer finite. A step
+    that is not a float step trains the dual error at a level drawn from s["levels"], or the binary SNN."""
     float_step = s["float_share"] > 0 and draw_levels.random() < s["float_share"]
-    set_levels(student, None if float_step else draw_levels.choice(s["levels"]))
+    if float_step or binary is None:
+        set_levels(student, None if float_step else draw_levels.choice(s["levels"]))
     with torch.no_grad():
         _, t_maps = teacher(x)
-    _, s_maps = student(x)
+    _, s_maps = student(x) if float_step or binary is None else binary(x)
     out = head_loss(s_maps, t_maps, teacher.nc)
     loss = out["loss"]
     if capture is not None:
@@ -233,12 +248,16 @@ def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams,
     return out
 
 
-def selection_loss(student, teacher, paths: Sequence[Path], imgsz: int, levels: Sequence[int]) -> dict:
-    """The head loss on held-out images at each level and for the float network (errors off): the measure a
-    recipe, a run length or a shipped file is chosen by. Leaves the student at its smallest level."""
+def selection_loss(student, teacher, paths: Sequence[Path], imgsz: int, levels: Sequence[int],
+                   binary: Optional[torch.nn.Module] = None) -> dict:
+    """The head loss on held-out images at each level and for the float network (errors off), and with
+    `binary` (the student's unrolled binary SNN) that SNN's as "binaryT": the measure a recipe, a run length
+    or a shipped file is chosen by. Leaves the student at its smallest level."""
     settings = {"float" if L is None else str(L): partial(set_levels, student, L) for L in list(levels) + [None]}
     losses = mean_head_losses(student, teacher, paths, imgsz, settings)
     set_levels(student, min(levels))
+    if binary is not None:  # T images of activations per image: batches of 2
+        losses[f"binary{binary.timesteps}"] = mean_head_loss(binary, teacher, paths, imgsz, batch=2)
     return {name: round(loss["loss"], 6) for name, loss in losses.items()}
 
 
@@ -272,7 +291,7 @@ def _record(s: dict, history: list, step: int, minutes: float) -> dict:
         "epochs_done": round(step / s["steps_per_epoch"], 3), "steps": step, "imgsz": s["imgsz"],
         "batch": s["batch"], "lambda_only": s["lambda_only"], "lr": s["lr"], "lam_lr": s["lam_lr"],
         "feature_weight": s["feature_weight"], "float_share": s["float_share"], "quant_drop": s["quant_drop"],
-        "ema": s.get("ema", 0.0),
+        "ema": s.get("ema", 0.0), "binary_steps": s.get("binary_steps", 0), "burn_in": s.get("burn_in", 0),
         "seed": s["seed"], "selection_seed": s.get("selection_seed", s["seed"]),
         "selection_from": s.get("selection_from"), "start": s.get("start"),
         "minutes": minutes, "augment": s["augment"],

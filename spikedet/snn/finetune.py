@@ -16,6 +16,10 @@ each lambda. Batch-norm stays in eval mode, so the converter folds exactly the s
 through. The loss is ultralytics' detection loss of the model (what tools/train.py minimizes) on the
 time-averaged head outputs, optionally plus their disagreement with the ANN the run started from (agreement).
 The result is an ordinary spikedet ANN checkpoint, which tools/convert.py converts.
+
+The same unrolled network, for a darknet student with leaky units (binary leaky neurons, reset by subtraction,
+v_init 0.5: convert's defaults with spikes="binary"), is what a distillation with binary_steps=T trains
+through (spikedet.distill).
 """
 import contextlib
 import copy
@@ -30,6 +34,7 @@ from torch import nn
 from ultralytics.nn.modules import Detect
 
 from ..checks import check_values
+from ..darknet.model import DarknetHead
 from ..distill.losses import bernoulli_kl
 from ..errors import SpikedetError
 from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, descend, dual_error_modules
@@ -37,61 +42,81 @@ from ..model.checkpoint import save_ann
 from ..routing import routed_input, run_routed
 from .convert import activation_of
 from .layers import SpikeMaxPool
-from .neurons import fold_time, unfold_time
+from .neurons import BinaryNeuron, fold_time, unfold_time
 
 CONVERSION = {"spikes": "binary", "reset": "zero", "v_init": 0.0}  # the SNN this trains for
 
 
 class _BinaryIF(torch.autograd.Function):
-    """Binary IF neurons reset to zero, unit threshold, v starting at 0, over the steps of `current` (T, ...):
-    per step v += I_t, s_t = (v >= 1), v *= 1 - s_t. Backward: d s_t / d v = max(0, 1 - |v - 1|) (a triangle of
-    half-width one threshold), the reset taken as constant (its spike detached, SpikingJelly's detach_reset),
-    so d v_t / d v_{t-1} = 1 - s_{t-1}. Only the potentials before each reset are kept for backward."""
+    """Binary IF neurons with unit threshold over the steps of `current` (T, ...), as neurons.BinaryNeuron steps
+    them: v starts at v_init; per step v += I_t, s_t = (v >= 1), and v -= s_t (reset by subtraction) or
+    v *= 1 - s_t (reset to zero). Leaky (negative_slope = alpha): also s_t = -1 where v <= -1/alpha, which gives
+    1/alpha back (Spiking-YOLO's imbalanced threshold; leaky neurons reset by subtraction).
+    Backward: d s_t / d v = max(0, 1 - |v - 1|), a triangle of half-width one threshold, plus for leaky
+    neurons alpha * max(0, 1 - alpha |v + 1/alpha|), the same triangle for the negative event, scaled to the
+    unit's slope. The reset is taken as constant (its spike detached, SpikingJelly's detach_reset), so
+    d v_t / d v_{t-1} = 1 - s_{t-1} for reset to zero and 1 for subtraction. Only the potentials before each
+    reset are kept for backward."""
 
     @staticmethod
-    def forward(ctx, current):
+    def forward(ctx, current, v_init, reset_zero, negative_slope):
         charged = torch.empty_like(current)  # v after charging, before firing and reset, at every step
         spikes = torch.empty_like(current)
-        v = torch.zeros_like(current[0])
+        params = _step_params(reset_zero, negative_slope)
+        v = torch.full_like(current[0], float(v_init))
         for t in range(current.shape[0]):
             v = v + current[t]
             charged[t] = v
-            torch.ge(v, 1.0, out=spikes[t])  # neurons.BinaryNeuron.neuronal_fire
-            v = v * (1.0 - spikes[t])  # neurons.BinaryNeuron.neuronal_reset, reset_zero
+            BinaryNeuron.neuronal_fire(v, spikes[t], None, **params)
+            v = v.clone()  # charged[t] keeps this step's potential
+            BinaryNeuron.neuronal_reset(v, spikes[t], **params)
         ctx.save_for_backward(charged)
+        ctx.reset_zero, ctx.negative_slope = reset_zero, negative_slope
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
         (charged,) = ctx.saved_tensors
+        slope = ctx.negative_slope
         grad_current = torch.empty_like(charged)
         grad_v = torch.zeros_like(charged[0])  # dL / dv after the reset of step t, carried back in time
         for t in reversed(range(charged.shape[0])):
             v = charged[t]
             surrogate = (1.0 - (v - 1.0).abs()).clamp_(min=0.0)
-            kept = (v < 1.0).to(v.dtype)  # 1 - s_t
-            grad_current[t] = grad_spikes[t] * surrogate + grad_v * kept
+            if slope is not None:
+                surrogate += slope * (1.0 - slope * (v + 1.0 / slope).abs()).clamp_(min=0.0)
+            carried = grad_v * (v < 1.0).to(v.dtype) if ctx.reset_zero else grad_v
+            grad_current[t] = grad_spikes[t] * surrogate + carried
             grad_v = grad_current[t]  # v_t = v_{t-1} (after reset) + I_t
-        return grad_current
+        return grad_current, None, None, None
 
 
-def binary_if(current: torch.Tensor) -> torch.Tensor:
-    """Spikes (0 or 1) of binary reset-to-zero IF neurons with unit threshold fed current (T, ...)."""
-    return _BinaryIF.apply(current)
+def _step_params(reset_zero: bool, negative_slope: Optional[float]) -> dict:
+    """neurons.BinaryNeuron's step parameters for these settings (one source of its fire and reset rules)."""
+    return BinaryNeuron(0.0, "zero" if reset_zero else "subtract", negative_slope).step_params()
+
+
+def binary_if(current: torch.Tensor, v_init: float = 0.0, reset: str = "zero",
+              negative_slope: Optional[float] = None) -> torch.Tensor:
+    """Events (0 or 1; leaky: -1 too) of binary IF neurons with unit threshold fed current (T, ...)."""
+    return _BinaryIF.apply(current, v_init, reset == "zero", negative_slope)
 
 
 class SpikingUnit(nn.Module):
-    """A DualErrorReLU's stand-in while unrolled: its neurons over the steps folded in the batch ((T * B, ...)
-    in and out), with its lambda (the same Parameter): current / lambda in, spikes * lambda out."""
+    """A dual-error unit's stand-in while unrolled: its neurons over the steps folded in the batch ((T * B, ...)
+    in and out), with its lambda (the same Parameter): current / lambda in, events * lambda out. A leaky unit
+    becomes the leaky neuron the converter makes of it (its slope, reset by subtraction)."""
 
-    def __init__(self, unit: DualErrorReLU, steps: int):
+    def __init__(self, unit: DualErrorReLU, steps: int, v_init: float, reset: str):
         super().__init__()
-        self.unit, self.steps = unit, steps
+        self.unit, self.steps, self.v_init = unit, steps, v_init
+        self.slope = getattr(unit, "negative_slope", None)
+        self.reset = "subtract" if self.slope is not None else reset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lam = self.unit.positive_threshold()  # as the activation takes it
         current = x.reshape(self.steps, -1, *x.shape[1:]) / lam
-        return (binary_if(current) * lam).reshape(x.shape)
+        return (binary_if(current, self.v_init, self.reset, self.slope) * lam).reshape(x.shape)
 
 
 def count_gated_max_pool(pool: nn.MaxPool2d, x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -101,29 +126,36 @@ def count_gated_max_pool(pool: nn.MaxPool2d, x: torch.Tensor, steps: int) -> tor
     return fold_time(SpikeMaxPool(pool)(unfold_time(x, steps)))
 
 
-def check_unrollable(model: nn.Module):
-    """A one-line error unless every activation is a clipping DualErrorReLU (its lambda is the conversion's
-    scale) and the head is ultralytics' Detect."""
+def check_unrollable(model: nn.Module, reset: str):
+    """A one-line error unless every activation is a dual-error unit (its lambda is the conversion's scale; a
+    leaky one only where the neurons reset by subtraction, as the converter's leaky neurons do) and the head is
+    ultralytics' Detect or darknet's [yolo] head."""
     for name, m in model.named_modules():
         act = activation_of(m) if hasattr(m, "conv") else None
-        if act is not None and not (isinstance(act, DualErrorReLU) and not isinstance(act, DualErrorLeakyReLU)
-                                    and act.settings.clip):
-            raise SpikedetError(f"layer {name}: its activation {type(act).__name__} is not a clipping dual-error "
-                                "ReLU, whose lambda is the neuron's threshold")
-    if not isinstance(model.model[-1], Detect):
-        raise SpikedetError(f"the last layer must be ultralytics' Detect head, got {type(model.model[-1]).__name__}")
+        if act is None:
+            continue
+        if not isinstance(act, DualErrorReLU):
+            raise SpikedetError(f"layer {name}: its activation {type(act).__name__} is not a dual-error unit, whose "
+                                "lambda is the neuron's threshold")
+        if isinstance(act, DualErrorLeakyReLU) and reset != "subtract":
+            raise SpikedetError(f"layer {name}: a leaky dual-error unit becomes a neuron that resets by "
+                                f"subtraction, not reset {reset!r}")
+    if not isinstance(model.model[-1], (Detect, DarknetHead)):
+        raise SpikedetError(f"the last layer must be ultralytics' Detect head or darknet's [yolo] head, got "
+                            f"{type(model.model[-1]).__name__}")
 
 
 @contextlib.contextmanager
-def spiking_units(model: nn.Module, steps: int):
-    """Inside: every conv block's DualErrorReLU replaced by its SpikingUnit over `steps` steps and every max-pool
-    count-gated (a forward hook replaces its output, so routed layers keep their place); restored after."""
+def spiking_units(model: nn.Module, steps: int, v_init: float, reset: str):
+    """Inside: every conv block's dual-error unit replaced by its SpikingUnit over `steps` steps and every
+    max-pool count-gated (a forward hook replaces its output, so routed layers keep their place); restored
+    after."""
     blocks = [m for m in model.modules() if isinstance(getattr(m, "act", None), DualErrorReLU)]
     units = [m.act for m in blocks]
     hooks = []
     try:
         for block, unit in zip(blocks, units):
-            block.act = SpikingUnit(unit, steps)
+            block.act = SpikingUnit(unit, steps, v_init, reset)
         for pool in (m for m in model.modules() if isinstance(m, nn.MaxPool2d)):
             hooks.append(pool.register_forward_hook(
                 lambda m, inputs, _: count_gated_max_pool(m, inputs[0], steps)))
@@ -136,27 +168,33 @@ def spiking_units(model: nn.Module, steps: int):
 
 
 class UnrolledSNN(nn.Module):
-    """The ANN `model` (shared, not copied) run as its binary / reset-to-zero / v_init-0 SNN for `timesteps`
-    steps, the head read out over steps burn_in+1..T. forward(images) gives what Detect's forward_head gives
-    in training, {"boxes", "scores", "feats"}, averaged over the read-out steps: the input of the model's
-    criterion, and, decoded, of the engine's decode."""
+    """The ANN `model` (shared, not copied) run as the binary SNN that convert(model, spikes="binary", v_init=,
+    reset=) makes, for `timesteps` steps, the head read out over steps burn_in+1..T (the defaults: CONVERSION).
+    forward(images) gives, averaged over the read-out steps, what Detect's forward_head gives in training,
+    {"boxes", "scores", "feats"} (the input of the model's criterion and, decoded, of the engine's decode), or
+    for a darknet model what the model returns, (decoded, raw [yolo] maps), from the read-out maps."""
 
-    def __init__(self, model: nn.Module, timesteps: int, burn_in: int = 0):
+    def __init__(self, model: nn.Module, timesteps: int, burn_in: int = 0,
+                 v_init: float = CONVERSION["v_init"], reset: str = CONVERSION["reset"]):
         super().__init__()
         if not 0 <= burn_in < timesteps:
             raise SpikedetError(f"burn-in must be in 0..T-1, got {burn_in} for T = {timesteps}")
-        check_unrollable(model)
+        check_unrollable(model, reset)
         self.model, self.timesteps, self.burn_in = model, int(timesteps), int(burn_in)
+        self.v_init, self.reset = float(v_init), reset
 
-    def forward(self, images: torch.Tensor) -> Dict[str, object]:
+    def forward(self, images: torch.Tensor):
         t, batch = self.timesteps, images.shape[0]
         x = images.unsqueeze(0).expand(t, *images.shape).reshape(t * batch, *images.shape[1:])
-        with spiking_units(self.model, t):
-            preds = head_outputs(self.model, x)
+        with spiking_units(self.model, t, self.v_init, self.reset):
+            preds = self.model(x)[1] if isinstance(self.model.model[-1], DarknetHead) else head_outputs(self.model, x)
 
         def read_out(y):
             return y.reshape(t, batch, *y.shape[1:])[self.burn_in:].mean(0)
 
+        if isinstance(preds, list):
+            maps = [read_out(m) for m in preds]
+            return self.model.model[-1].decode(maps), maps
         return {"boxes": read_out(preds["boxes"]), "scores": read_out(preds["scores"]),
                 "feats": [read_out(f) for f in preds["feats"]]}
 
