@@ -181,6 +181,23 @@ def test_spike_max_pool_count_is_the_max_count_after_every_step():
     assert (naive - expected[-1] / steps).mean() > 0.1  # a plain max of spikes per step overestimates
 
 
+def test_step_sums_are_torchs_cumsum_and_its_gradient():
+    """cumsum_steps (the count-gated pool's running counts) is x.cumsum(0) exactly for event counts, and its
+    gradient is cumsum's (the reversed running sum of the upstream gradient), to float rounding."""
+    from spikedet.snn.neurons import cumsum_steps
+
+    g = torch.Generator().manual_seed(0)
+    events = torch.randint(-1, 2, (33, 2, 3, 5, 5), generator=g).float()
+    assert torch.equal(cumsum_steps(events), events.cumsum(0))
+    x = torch.randn(17, 4, 6, generator=g)
+    upstream = torch.randn(17, 4, 6, generator=g)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (cumsum_steps(a) * upstream).sum().backward()
+    (b.cumsum(0) * upstream).sum().backward()
+    assert torch.allclose(cumsum_steps(x), x.cumsum(0), atol=1e-5)
+    assert torch.allclose(a.grad, b.grad, atol=1e-5) and not torch.equal(a.grad, upstream)
+
+
 def _with_and_without_pool_first(snn, images, timesteps, chunk):
     first = next(iter(snn._pool_after))  # the first conv, read only by a max-pool
     fast = snn.simulate(images, timesteps, chunk=chunk, method="steps")

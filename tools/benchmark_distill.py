@@ -9,6 +9,7 @@ machine; on shared cores compare two versions in one run, alternated (--rounds),
     python tools/benchmark_distill.py --weights yolov3-tiny.weights --cfg configs/darknet/yolov3-tiny.cfg \
         --images train/ --steps 6
     PYTHONPATH=/path/to/other/checkout python tools/benchmark_distill.py ...   # the other version's spikedet
+    python tools/benchmark_distill.py ... --binary-steps 32 --burn-in 20 --imgsz 320 --batch 2  # binary_steps=32
 """
 import argparse
 import statistics
@@ -44,6 +45,11 @@ def measure(args) -> dict:
     student.eval()
     optimizer = torch.optim.Adam(student.parameters(), 1e-5)
     captures = _last_outputs(leaky_activations(teacher)), _last_outputs(leaky_activations(student))
+    binary = None
+    if args.binary_steps:  # a step of distill's binary_steps=T: the student as its unrolled binary SNN
+        from spikedet.snn.finetune import UnrolledSNN
+
+        binary = UnrolledSNN(student, args.binary_steps, args.burn_in, 0.5, "subtract")
     times = {phase: [] for phase in PHASES}
     for step in range(args.steps + 1):  # the first step warms up and is not counted
         first = step * args.batch % len(paths)
@@ -53,10 +59,14 @@ def measure(args) -> dict:
         with torch.no_grad():
             _, t_maps = teacher(x)
         clock.append(time.perf_counter())
-        set_levels(student, (8, 16)[step % 2])
-        _, s_maps = student(x)
-        features = feature_loss(captures[1].outputs, captures[0].outputs, scales)
-        loss = head_loss(s_maps, t_maps, teacher.nc)["loss"] + 25 * features
+        if binary is None:
+            set_levels(student, (8, 16)[step % 2])
+            _, s_maps = student(x)
+            features = feature_loss(captures[1].outputs, captures[0].outputs, scales)
+            loss = head_loss(s_maps, t_maps, teacher.nc)["loss"] + 25 * features
+        else:
+            _, s_maps = binary(x)
+            loss = head_loss(s_maps, t_maps, teacher.nc)["loss"]
         clock.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -90,12 +100,18 @@ def main(argv=None):
     parser.add_argument("--steps", type=checks.positive, default=6, help="timed steps (after one warm-up step)")
     parser.add_argument("--threads", type=checks.positive, default=torch.get_num_threads())
     parser.add_argument("--augment", choices=("crop", "mosaic_mixup"), default="crop")
+    parser.add_argument("--binary-steps", type=checks.positive, metavar="T",
+                        help="time a step through the binary SNN's T steps (distill's binary_steps=T) instead")
+    parser.add_argument("--burn-in", type=checks.burn_in, default=0, metavar="K", help="with --binary-steps")
     parser.add_argument("--json", type=checks.output_file, help="also write the figures here")
     args = parser.parse_args(argv)
+    if args.binary_steps and args.burn_in >= args.binary_steps:
+        parser.error(f"argument --burn-in: {args.burn_in} leaves no step of {args.binary_steps} to read out")
     result = measure(args)
     import spikedet
     print(f"spikedet from {Path(spikedet.__file__).parent}, {args.threads} threads, batch {args.batch}, "
-          f"{args.imgsz} px, median of {args.steps} steps")
+          f"{args.imgsz} px, median of {args.steps} steps"
+          + (f", through the binary SNN's {args.binary_steps} steps" if args.binary_steps else ""))
     print("  ".join(f"{k} {result[k]:.3f} s" for k in PHASES + ("step",))
           + f"  -> {result['steps_per_minute']:.1f} steps/min")
     if args.json:

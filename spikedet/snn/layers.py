@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .closed_form import Counts, summed_current
-from .neurons import MemoryModule, Neuron, Static, apply_per_step, fold_time, unfold_time
+from .neurons import MemoryModule, Neuron, Static, apply_per_step, cumsum_steps, fold_time, unfold_time
 
 
 @dataclass
@@ -101,7 +101,7 @@ class SpikeMaxPool(MemoryModule):
             return Static(self.pool(x.x), x.steps)
         if isinstance(x, Pooled):
             return x.spikes
-        counts = torch.cumsum(x, 0)
+        counts = cumsum_steps(x)
         if self.counts is not None:
             counts = counts + self.counts
         self.counts = counts[-1]

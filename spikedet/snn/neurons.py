@@ -32,6 +32,32 @@ def unfold_time(y: torch.Tensor, t: int) -> torch.Tensor:
     return y.reshape(t, y.shape[0] // t, *y.shape[1:])
 
 
+class _StepSums(torch.autograd.Function):
+    """x.cumsum(0) as T - 1 in-place additions of whole steps (backward: the same, reversed). On the CPU,
+    torch.cumsum along the outermost dimension of a (T, B, C, H, W) chunk runs several times slower than T
+    vectorized adds; the count-gated pools spent a fifth of a binary distillation step in it
+    (tools/benchmark_distill.py --binary-steps 32)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.clone()
+        for t in range(1, out.shape[0]):
+            out[t] += out[t - 1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.clone()
+        for t in range(g.shape[0] - 2, -1, -1):
+            g[t] += g[t + 1]
+        return g
+
+
+def cumsum_steps(x: torch.Tensor) -> torch.Tensor:
+    """The running sum over the steps (dim 0) of a chunk: x.cumsum(0), exactly so for integer counts."""
+    return _StepSums.apply(x)
+
+
 def apply_per_step(fn, x):
     """Apply a stateless spatial op to every step of a chunk (or once to a static current)."""
     if isinstance(x, Static):
