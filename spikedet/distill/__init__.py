@@ -116,8 +116,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     through its T steps, read out over steps burn_in+1..T, with a surrogate gradient (snn.finetune.UnrolledSNN)
     instead of the dual error at `levels`: the binary neurons' own error (the deep layers' late start, uneven
     spike trains) is then what the loss sees. ema: the decay of an exponential moving average of the student's
-    parameters, updated after every step; when > 0 the average (not the last step's weights) is what the selection loss scores and
-    the checkpoints hold (student.weight_average).
+    parameters, updated after every step; when > 0 the average (not the last step's weights) is what the
+    selection loss scores and the checkpoints hold (student.weight_average).
     selection: images held out of training (drawn by `selection_seed`, default `seed`), whose head loss at each
     level and for the float network is recorded at the end and every `select_every` steps; the network of each
     such step is kept as NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped.
