@@ -66,9 +66,8 @@ class _BinaryIF(torch.autograd.Function):
         v = torch.full_like(current[0], float(v_init))
         for t in range(current.shape[0]):
             v = v + current[t]
-            charged[t] = v
+            charged[t] = v  # a copy: the reset below changes v in place
             BinaryNeuron.neuronal_fire(v, spikes[t], None, **params)
-            v = v.clone()  # charged[t] keeps this step's potential
             BinaryNeuron.neuronal_reset(v, spikes[t], **params)
         ctx.save_for_backward(charged)
         ctx.reset_zero, ctx.negative_slope = reset_zero, negative_slope
