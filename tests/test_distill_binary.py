@@ -3,10 +3,8 @@ unrolled darknet student is, bit for bit, the binary SNN tools/convert.py makes 
 reset by subtraction), its gradient is the stated surrogate's, and its steps lower the binary SNN's head loss."""
 import pytest
 import torch
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from spikedet.darknet import DarknetModel, load_darknet
-from spikedet.darknet.model import ConvBlock
 from spikedet.distill import channel_scales, distill, head_loss, load_batch, make_student, training_images
 from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorReLU
@@ -16,7 +14,7 @@ from spikedet.snn.neurons import BinaryNeuron
 
 from conftest import randomize
 from test_distill import make_files, tiny_cfg
-from test_finetune_snn import dyadic
+from test_finetune_snn import exact_network
 
 SLOPE = 0.1
 
@@ -31,33 +29,15 @@ def pooled_cfg():
 
 
 def exact_student(tmp_path):
-    """A student of a randomized tiny darknet (with the stride-1 pool) whose every value is a dyadic rational of
-    few bits: batch-norm folded into the weights, then the identity (eps 0); weights and biases multiples of
-    2^-8; every lambda a power of two. Every sum the unrolled student or the converted SNN computes is then exact
-    in float32, whatever its order, so the two must agree bit for bit."""
+    """A student of a randomized tiny darknet (with the stride-1 pool) made exact (test_finetune_snn's
+    exact_network: every value a dyadic rational of few bits), so that the unrolled student and the converted SNN
+    must agree bit for bit."""
     cfg = tmp_path / "pooled.cfg"
     cfg.write_text(pooled_cfg())
     teacher = randomize(DarknetModel(cfg), seed=3).eval()
     x = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0)) / 256
     student = make_student(teacher, 8, channel_scales(teacher, x)).eval()
-    with torch.no_grad():
-        for m in student.modules():
-            if isinstance(m, ConvBlock) and m.bn is not None:
-                bn = m.bn
-                w, b = fuse_conv_bn_weights(m.conv.weight, None, bn.running_mean, bn.running_var, bn.eps,
-                                            bn.weight, bn.bias)
-                m.conv.weight.copy_(dyadic(w))
-                bn.bias.copy_(dyadic(b))
-                bn.weight.fill_(1)
-                bn.running_mean.zero_()
-                bn.running_var.fill_(1)
-                bn.eps = 0.0
-            elif isinstance(m, ConvBlock):
-                m.conv.weight.copy_(dyadic(m.conv.weight))
-                m.conv.bias.copy_(dyadic(m.conv.bias))
-            elif isinstance(m, DualErrorReLU):
-                m.lam.copy_(2 ** torch.round(torch.log2(m.lam.abs().clamp(min=1e-3))))
-    return student, x
+    return exact_network(student), x
 
 
 @pytest.mark.parametrize("timesteps, burn_in", [(16, 0), (16, 8), (32, 16)])

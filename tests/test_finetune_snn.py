@@ -38,17 +38,17 @@ def flat_maps(preds):
 
 
 def exact_network(model=None):
-    """The shipped network (or `model`) with every value a dyadic rational of few bits: batch-norm folded into
-    the weights and then the identity (mean 0, variance 1, eps 0), weights and biases rounded to multiples of
-    2^-8, every lambda to a power of two. Then every sum either model computes is exact in float32, whatever its
-    order, so the unrolled network and the converted SNN must agree bit for bit (with float weights they differ
-    by float rounding, 2e-6, until a potential lands within rounding of a threshold: one spike then flips, and a
-    deep chain carries it to every output of that image)."""
+    """The shipped network (or `model`, darknet's too) with every value a dyadic rational of few bits: batch-norm
+    folded into the weights and then the identity (mean 0, variance 1, eps 0), weights and biases rounded to
+    multiples of 2^-8, every lambda to a power of two. Then every sum either model computes is exact in float32,
+    whatever its order, so the unrolled network and the converted SNN must agree bit for bit (with float weights
+    they differ by float rounding, 2e-6, until a potential lands within rounding of a threshold: one spike then
+    flips, and a deep chain carries it to every output of that image)."""
     model = shipped() if model is None else model
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, Conv):
-                bn = m.bn
+            bn = getattr(m, "bn", None)
+            if isinstance(bn, torch.nn.BatchNorm2d):  # ultralytics' Conv, darknet's ConvBlock
                 w, b = fuse_conv_bn_weights(m.conv.weight, None, bn.running_mean, bn.running_var, bn.eps, bn.weight,
                                             bn.bias)
                 m.conv.weight.copy_(dyadic(w))
