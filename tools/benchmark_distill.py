@@ -47,9 +47,10 @@ def measure(args) -> dict:
     captures = _last_outputs(leaky_activations(teacher)), _last_outputs(leaky_activations(student))
     binary = None
     if args.binary_steps:  # a step of distill's binary_steps=T: the student as its unrolled binary SNN
-        from spikedet.snn.finetune import UnrolledSNN
+        from spikedet.snn.finetune import DISTILL_CONVERSION, UnrolledSNN
 
-        binary = UnrolledSNN(student, args.binary_steps, args.burn_in, 0.5, "subtract")
+        binary = UnrolledSNN(student, args.binary_steps, args.burn_in, DISTILL_CONVERSION["v_init"],
+                             DISTILL_CONVERSION["reset"])
     times = {phase: [] for phase in PHASES}
     for step in range(args.steps + 1):  # the first step warms up and is not counted
         first = step * args.batch % len(paths)

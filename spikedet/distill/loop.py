@@ -25,7 +25,6 @@ from ..darknet import load_darknet
 from ..errors import Interrupted, SpikedetError
 from ..model.activation import descend
 from ..model.checkpoint import load_ann, save_ann
-from ..defaults import DEFAULTS
 from ..progress import progress_bar
 from .images import DistillImages, load_batch
 from .losses import LayerOutputs, feature_loss, head_loss, mean_head_loss, mean_head_losses
@@ -212,24 +211,27 @@ def _start_student(start: Optional[dict]):
 
 def _binary_snn(student, s: dict):
     """The binary SNN `student` converts to, unrolled over binary_steps (None for a run without them): what its
-    non-float steps train and its selection loss scores beside the levels. convert's defaults: v_init 0.5, and
-    leaky neurons reset by subtraction."""
+    non-float steps train and its selection loss scores beside the levels (snn.finetune.DISTILL_CONVERSION)."""
     if not s.get("binary_steps"):
         return None
-    from ..snn.finetune import UnrolledSNN  # here: snn.finetune takes its KL term from this package
+    from ..snn.finetune import DISTILL_CONVERSION, UnrolledSNN  # here: snn.finetune takes its KL term from here
 
-    return UnrolledSNN(student, s["binary_steps"], s.get("burn_in", 0), DEFAULTS["v_init"], "subtract")
+    return UnrolledSNN(student, s["binary_steps"], s.get("burn_in", 0), DISTILL_CONVERSION["v_init"],
+                       DISTILL_CONVERSION["reset"])
 
 
 def _step(student, teacher, x, s, draw_levels, capture, scales, optimizer, lams, others, binary) -> dict:
     """One optimizer step on batch x; a SpikedetError if the loss or a parameter is no longer finite. A step
     that is not a float step trains the dual error at a level drawn from s["levels"], or the binary SNN."""
     float_step = s["float_share"] > 0 and draw_levels.random() < s["float_share"]
+    network = student
     if float_step or binary is None:
         set_levels(student, None if float_step else draw_levels.choice(s["levels"]))
+    else:
+        network = binary
     with torch.no_grad():
         _, t_maps = teacher(x)
-    _, s_maps = student(x) if float_step or binary is None else binary(x)
+    _, s_maps = network(x)
     out = head_loss(s_maps, t_maps, teacher.nc)
     loss = out["loss"]
     if capture is not None:

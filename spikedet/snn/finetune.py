@@ -35,6 +35,7 @@ from ultralytics.nn.modules import Detect
 
 from ..checks import check_values
 from ..darknet.model import DarknetHead
+from ..defaults import DEFAULTS
 from ..distill.losses import bernoulli_kl
 from ..errors import SpikedetError
 from ..model.activation import DualErrorLeakyReLU, DualErrorReLU, descend, dual_error_modules
@@ -45,6 +46,8 @@ from .layers import SpikeMaxPool
 from .neurons import BinaryNeuron, fold_time, unfold_time
 
 CONVERSION = {"spikes": "binary", "reset": "zero", "v_init": 0.0}  # the SNN this trains for
+# the SNN a distillation with binary_steps trains for: convert's defaults with binary spikes
+DISTILL_CONVERSION = {"spikes": "binary", "reset": DEFAULTS["reset"], "v_init": DEFAULTS["v_init"]}
 
 
 class _BinaryIF(torch.autograd.Function):
@@ -183,17 +186,17 @@ class UnrolledSNN(nn.Module):
         self.v_init, self.reset = float(v_init), reset
 
     def forward(self, images: torch.Tensor):
-        t, batch = self.timesteps, images.shape[0]
+        t, batch, head = self.timesteps, images.shape[0], self.model.model[-1]
         x = images.unsqueeze(0).expand(t, *images.shape).reshape(t * batch, *images.shape[1:])
         with spiking_units(self.model, t, self.v_init, self.reset):
-            preds = self.model(x)[1] if isinstance(self.model.model[-1], DarknetHead) else head_outputs(self.model, x)
+            preds = self.model(x)[1] if isinstance(head, DarknetHead) else head_outputs(self.model, x)
 
         def read_out(y):
             return y.reshape(t, batch, *y.shape[1:])[self.burn_in:].mean(0)
 
-        if isinstance(preds, list):
+        if isinstance(head, DarknetHead):
             maps = [read_out(m) for m in preds]
-            return self.model.model[-1].decode(maps), maps
+            return head.decode(maps), maps
         return {"boxes": read_out(preds["boxes"]), "scores": read_out(preds["scores"]),
                 "feats": [read_out(f) for f in preds["feats"]]}
 
