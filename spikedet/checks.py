@@ -72,11 +72,12 @@ percentile = number(0, 100, low_open=True)
 threshold_scale = number(0, 1000, low_open=True)
 iou = number(0, 1, low_open=True)
 agreement = number(0, 1e6)  # the weight of a fine-tune's agreement term
+first_copies = integer(1, DEFAULTS["max_first_copies"], "a count of neurons per channel in the first layer")
 
 # Option name -> check, shared by the CLI's argument types and the Python API (check_values).
 OPTION_CHECKS = {"timesteps": timesteps, "imgsz": image_size, "batch": positive, "chunk": positive,
                  "max_images": positive, "calibration_count": positive, "percentile": percentile,
-                 "threshold_scale": threshold_scale,
+                 "threshold_scale": threshold_scale, "first_copies": first_copies,
                  "v_init": fraction, "conf": fraction, "iou": iou, "burn_in": burn_in, "agreement": agreement}
 
 

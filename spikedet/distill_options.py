@@ -6,7 +6,10 @@ import math
 import os
 from pathlib import Path
 
+from .defaults import DEFAULTS
 from .errors import SpikedetError
+
+MAX_FIRST_COPIES = DEFAULTS["max_first_copies"]
 
 
 def _writable_file(value: str) -> bool:
@@ -36,6 +39,8 @@ OPTIONS = {
     "binary_steps": (int, "a step count in [0, 4096] (0: the steps train the dual error at the levels)",
                      lambda v: 0 <= v <= 4096),
     "burn_in": (int, "a step count >= 0 below binary_steps (the binary read-out leaves it out)", lambda v: v >= 0),
+    "first_copies": (int, f"a count in [1, {MAX_FIRST_COPIES}] of neurons per channel in the first layer "
+                     "(spikedet.snn.population)", lambda v: 1 <= v <= MAX_FIRST_COPIES),
     "steps": (int, "a step count >= 1 (the run's length; replaces --epochs)", lambda v: v >= 1),
     "selection": (int, "a count >= 0 of training images held out to choose recipes on", lambda v: v >= 0),
     "selection_from": (str, "one of the image sources (a folder, dataset YAML or .txt list) given as images",

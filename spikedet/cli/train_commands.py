@@ -178,6 +178,9 @@ def _add_distill_loss_arguments(parser):
     parser.add_argument("--per-layer", action="store_true",
                         help="also the loss at each level with one layer quantized alone and with every layer "
                         "quantized but that one: where the level loss sits (spikedet.distill.layer_loss)")
+    parser.add_argument("--first-copies", type=checks.first_copies, metavar="K",
+                        help="score the network as converted with --first-copies K: its first layer run by K neurons "
+                        "per channel, K * L levels (default: as the file records; spikedet.snn.population)")
     parser.add_argument("--threshold-scales", type=checks.threshold_scale, nargs="+", metavar="S",
                         help="also the loss at each level with every threshold times S, and the S of least loss: "
                         "the --threshold-scale to convert with for T = L (spikedet.distill.threshold_scale)")
@@ -191,10 +194,13 @@ def _run_distill_loss(args, parser):
     from ..distill import selection_loss, training_images
     from ..distill.images import selection_images_of
     from ..fileio import atomic_write_json
+    from ..model.activation import mark_first_copies
     from ..model.checkpoint import load_ann
 
     paths = selection_images_of(args.selection_of) if args.selection_of else training_images(args.images)
     student = load_ann(args.weights).float().eval()
+    if args.first_copies:
+        mark_first_copies(student, args.first_copies)
     teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
     print(f"head loss of {args.weights} against {args.teacher} on {len(paths)} images, {args.imgsz} px ...",
           file=sys.stderr, flush=True)
@@ -227,7 +233,8 @@ def _run_distill_loss(args, parser):
             print(f"L={level}, every threshold times S: " + "  ".join(f"{r['scale']:g}: {r['loss']:.4f}" for r in rows)
                   + f"  least loss at S = {least_loss_scale(rows):g}")
     if args.json:
-        atomic_write_json(args.json, {"weights": str(args.weights), "images": [str(p) for p in paths],
+        atomic_write_json(args.json, {"weights": str(args.weights), "first_copies": args.first_copies,
+                                      "images": [str(p) for p in paths],
                                       "imgsz": args.imgsz, "loss": result, "mean_over_levels": mean,
                                       **({"teacher_ap": scored} if scored else {}),
                                       **({"per_layer": per_layer} if per_layer else {}),

@@ -65,7 +65,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
         _say(progress, f"distill: initial thresholds ({s['init']}) from {len(calibration)} images")
         batch = load_batch(calibration, s["imgsz"]).to(device)
         scales = mse_scales(teacher, batch, s["levels"]) if s["init"] == "mse" else channel_scales(teacher, batch)
-    student = make_student(teacher, s["levels"][0], scales)
+    student = make_student(teacher, s["levels"][0], scales, first_copies=s.get("first_copies", 1))
     student.eval()  # frozen BN statistics; gradients still flow
     if saved or start is not None:
         student.load_state_dict(saved["student"] if saved else start.state_dict())

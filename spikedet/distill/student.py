@@ -55,12 +55,14 @@ def _scales(model, images, make_observer, batch_size) -> List[torch.Tensor]:
 
 
 def make_student(teacher: nn.Module, levels: int, scales: Sequence[torch.Tensor],
-                 init_percentile: float = INIT_PERCENTILE) -> nn.Module:
-    """A copy of the teacher whose leaky units are dual-error leaky units with lam = scales."""
+                 init_percentile: float = INIT_PERCENTILE, first_copies: int = 1) -> nn.Module:
+    """A copy of the teacher whose leaky units are dual-error leaky units with lam = scales (the first one run by
+    `first_copies` neurons per channel: DualErrorSettings)."""
 
     student = copy.deepcopy(teacher)
     settings = DualErrorSettings(levels=int(levels), granularity="channel", clip=True, quantize=True,
-                                 init_percentile=init_percentile, lambda_grad="residue")
+                                 init_percentile=init_percentile, lambda_grad="residue",
+                                 first_copies=int(first_copies))
     install_leaky_dual_error(student, settings)
     acts = leaky_activations(student)
     if len(acts) != len(scales):

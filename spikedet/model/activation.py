@@ -45,6 +45,9 @@ class DualErrorSettings:
         (from 0, the count of the reset-to-zero neuron; both errors on, or both off; ReLU units).
     lambda_grad: gradient of y w.r.t. lambda inside (0, lambda): the rounding residue (y - x) / lambda
         (as in LSQ step-size learning), or zero. Above lambda it is always 1.
+    first_copies: k neurons per channel in the first layer (the one fed the image), with staggered initial
+        potentials, that together count k * L levels in L steps (spikedet.snn.population): the first unit
+        quantizes to k * L levels, the others to L.
     """
 
     levels: int = 16
@@ -54,6 +57,7 @@ class DualErrorSettings:
     init_percentile: float = 99.9
     lambda_grad: str = "residue"
     reset: str = "subtract"
+    first_copies: int = 1
 
     def __post_init__(self):
         """Types and ranges checked, as these settings also come from files."""
@@ -72,6 +76,9 @@ class DualErrorSettings:
         if self.reset == "zero" and self.clip != self.quantize:
             raise ValueError("dual-error reset zero models the neuron's count: clip and quantize on (or both off: "
                              "the float network)")
+        copies, most = self.first_copies, DEFAULTS["max_first_copies"]
+        if isinstance(copies, bool) or not isinstance(copies, int) or not 1 <= copies <= most:
+            raise ValueError(f"dual-error first_copies must be an integer in 1..{most}, got {copies!r}")
         if (isinstance(percentile, bool) or not isinstance(percentile, (int, float))
                 or not 0 < percentile <= 100):  # NaN fails the comparison too
             raise ValueError(f"dual-error init_percentile must be in (0, 100], got {percentile!r}")
@@ -196,6 +203,8 @@ class DualErrorReLU(nn.Module):
     """Hidden-layer activation with a learned threshold lambda (per layer or per output channel).
 
     Before training, `calibrate_thresholds` sets lambda from a percentile of the activations it sees.
+    `copies` > 1 (the first unit of a network with first_copies, set by mark_first_copies): the unit is run by
+    that many neurons per channel, so it quantizes to copies * L levels.
     """
 
     def __init__(self, channels: int, settings: DualErrorSettings = DualErrorSettings()):
@@ -204,11 +213,17 @@ class DualErrorReLU(nn.Module):
         n = channels if settings.granularity == "channel" else 1
         self.lam = nn.Parameter(torch.ones(n), requires_grad=not settings.is_relu)
         self.observer = None  # a PercentileObserver while calibrating
+        self.copies = 1
 
     def extra_repr(self) -> str:
         s = self.settings
         return (f"channels={self.lam.numel()}, L={s.levels}, granularity={s.granularity}, "
-                f"clip={s.clip}, quantize={s.quantize}")
+                f"clip={s.clip}, quantize={s.quantize}" + (f", copies={self.copies}" if self.copies > 1 else ""))
+
+    @property
+    def levels(self) -> int:
+        """The levels this unit quantizes to: L, times its neurons per channel."""
+        return self.settings.levels * self.copies
 
     def threshold(self) -> torch.Tensor:
         """lambda shaped to broadcast over (N, C, H, W)."""
@@ -228,12 +243,21 @@ class DualErrorReLU(nn.Module):
             return torch.relu(x)
         lam = self.positive_threshold()
         if s.reset == "zero":  # both errors on (checked by the settings)
-            return reset_zero_error(x, lam, s.levels)
-        return dual_error(x, lam, s.levels, s.clip, s.quantize, s.lambda_grad)
+            return reset_zero_error(x, lam, self.levels)
+        return dual_error(x, lam, self.levels, s.clip, s.quantize, s.lambda_grad)
 
 
 def dual_error_modules(model: nn.Module):
     return [m for m in model.modules() if isinstance(m, DualErrorReLU)]
+
+
+def mark_first_copies(model: nn.Module, copies: int) -> nn.Module:
+    """Make the first dual-error unit (the first layer's, fed the image) one of `copies` neurons per channel and
+    every other unit one neuron; returns the model."""
+    units = dual_error_modules(model)
+    for k, unit in enumerate(units):
+        unit.copies = int(copies) if k == 0 else 1
+    return model
 
 
 def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lams) -> None:
@@ -290,7 +314,7 @@ class DualErrorLeakyReLU(DualErrorReLU):
         if s.is_relu:
             return z
         lam = self.positive_threshold()
-        return dual_error(z, lam, s.levels, s.clip, s.quantize, s.lambda_grad, signed=True)
+        return dual_error(z, lam, self.levels, s.clip, s.quantize, s.lambda_grad, signed=True)
 
 
 def install_leaky_dual_error(model: nn.Module, settings: DualErrorSettings) -> nn.Module:
@@ -301,4 +325,4 @@ def install_leaky_dual_error(model: nn.Module, settings: DualErrorSettings) -> n
         if isinstance(act, nn.LeakyReLU) and isinstance(getattr(block, "conv", None), nn.Conv2d):
             block.act = DualErrorLeakyReLU(block.conv.out_channels, settings, act.negative_slope)
     model.dual_error = settings.to_dict()
-    return model
+    return mark_first_copies(model, settings.first_copies)

@@ -17,7 +17,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ..defaults import CHOICES
 from ..errors import SpikedetError, fail
 from ..fileio import read_yaml
-from .activation import DualErrorReLU, DualErrorSettings
+from .activation import DualErrorReLU, DualErrorSettings, mark_first_copies
 from .schema import check_yolo_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -126,7 +126,7 @@ def install_dual_error(model: nn.Module, settings: DualErrorSettings) -> nn.Modu
                  if _is_activation(m) and not isinstance(m, _SPIKING_SAFE)}
     if leftovers:
         raise SpikedetError(f"activations the SNN cannot represent remain in the model: {sorted(leftovers)}")
-    return model
+    return mark_first_copies(model, settings.first_copies)
 
 
 def _is_activation(m: nn.Module) -> bool:
