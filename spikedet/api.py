@@ -120,6 +120,7 @@ class SpikingYOLO:
         imgsz = default_imgsz(self.network) if imgsz is None else imgsz
         check_values(imgsz=imgsz, calibration_count=calibration_count, percentile=options.get("percentile"),
                      threshold_scale=options.get("threshold_scale"), v_init=options.get("v_init"),
+                     first_copies=options.get("first_copies"),
                      timesteps=options.get("timesteps"), allow_long_t=options.pop("allow_long_t", False))
         if self.is_snn:
             raise fail(self.source, "already an SNN")

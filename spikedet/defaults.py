@@ -35,6 +35,7 @@ DEFAULTS = {
     "timesteps_eval": (8, 16, 32, 64, 128, 256),
     "timesteps_detect": 16,  # when the SNN file does not say which T it was converted for
     "max_timesteps": 4096,  # a larger T is refused unless asked for explicitly (hours on a CPU)
+    "first_copies": None,  # neurons per channel in the first layer; None: what the network was trained for, else 1
     "max_first_copies": 64,  # neurons per channel in the first layer (spikedet.snn.population)
     # networks read from files: refused before anything is allocated when they exceed these
     "max_channels": 8192,  # a yolo config layer's channels, and its classes

@@ -48,6 +48,10 @@ def test_nir_ready_config_has_nothing_to_refuse(tmp_path):
     (tmp_path / "burst").mkdir()
     burst, _ = calibrated("yolov2-tiny-nir", tmp_path / "burst")
     assert {p.kind for p in nir_problems(burst.network)} == {"burst events", "reset by subtraction", "v_init > 0"}
+    (tmp_path / "population").mkdir()
+    population, _ = calibrated("yolov2-tiny-nir", tmp_path / "population", first_copies=2, **NIR_READY)
+    found = [(p.path, p.kind) for p in nir_problems(population.network)]
+    assert found == [("layers.0", "first-layer population")]
 
 
 def test_approximations_are_stated(tmp_path, capsys):

@@ -35,6 +35,9 @@ def _add_convert_arguments(parser):
                         help="every threshold times this: higher clips less and quantizes coarser, so the best "
                         "value depends on T (choose it on held-out images: distill-loss --threshold-scales; "
                         f"default: {DEFAULTS['threshold_scale']})")
+    parser.add_argument("--first-copies", type=checks.first_copies, metavar="K",
+                        help="K neurons per channel in the first layer, with staggered initial potentials: K * T "
+                        "levels in T steps for K times its spikes (default: what the network was trained for, else 1)")
     parser.add_argument("--v-init", type=checks.fraction, default=DEFAULTS["v_init"],
                         help=f"initial membrane potential / threshold, in [0, 1] (default: {DEFAULTS['v_init']})")
     parser.add_argument("--reset", choices=CHOICES["reset"], default=DEFAULTS["reset"],
@@ -59,7 +62,7 @@ def _run_convert(args, parser):
         snn = _open(args).convert(args.calibration, args.output, args.imgsz, args.calibration_count,
                                   normalization=args.normalization, scales=args.scales,
                                   percentile=args.percentile, threshold_scale=args.threshold_scale,
-                                  v_init=args.v_init, reset=args.reset,
+                                  v_init=args.v_init, reset=args.reset, first_copies=args.first_copies,
                                   spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
                                   allow_long_t=args.allow_long_t)
     layers = len(snn.network.meta["scales"])

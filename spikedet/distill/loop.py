@@ -294,6 +294,7 @@ def _record(s: dict, history: list, step: int, minutes: float) -> dict:
         "batch": s["batch"], "lambda_only": s["lambda_only"], "lr": s["lr"], "lam_lr": s["lam_lr"],
         "feature_weight": s["feature_weight"], "float_share": s["float_share"], "quant_drop": s["quant_drop"],
         "ema": s.get("ema", 0.0), "binary_steps": s.get("binary_steps", 0), "burn_in": s.get("burn_in", 0),
+        "first_copies": s.get("first_copies", 1),
         "seed": s["seed"], "selection_seed": s.get("selection_seed", s["seed"]),
         "selection_from": s.get("selection_from"), "start": s.get("start"),
         "minutes": minutes, "augment": s["augment"],

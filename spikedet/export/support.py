@@ -24,6 +24,7 @@ AVOID = {
     "padding": "convolution padding instead of a padding layer",
     "negative spikes": "convert with --leaky relu (or train ReLU units)",
     "head": "an ultralytics Detect head (spikedet-trained configs)",
+    "first-layer population": "convert with --first-copies 1 (NIR has no initial potential per neuron)",
 }
 # a neuron option -> (how to avoid it, what --allow-approximations writes instead)
 SUBSTITUTES = {
@@ -98,6 +99,8 @@ def _neuron_kinds(neuron: Neuron) -> List[str]:
         kinds.append("reset by subtraction")
     if neuron.v_init > 0:
         kinds.append("v_init > 0")
+    if neuron.staggered is not None:
+        kinds.append("first-layer population")
     return kinds
 
 

@@ -24,6 +24,7 @@ from .heads import DecodingHead, SpikingDetect
 from .layers import Integrator, SpikeMaxPool, SpikingConv
 from .neurons import NEURON_KINDS, Neuron, make_neuron
 from .normalize import fold_batchnorm, normalize_conv
+from .population import make_population
 from .registry import convert_module
 
 NORMALIZATIONS = CHOICES["normalization"]
@@ -168,7 +169,8 @@ def _flatten(modules):
 
 def conversion_options(**given) -> dict:
     """The full set of conversion options (DEFAULTS for those not given): what an SNN file records."""
-    keys = ("normalization", "scales", "percentile", "threshold_scale", "v_init", "reset", "spikes", "leaky")
+    keys = ("normalization", "scales", "percentile", "threshold_scale", "v_init", "reset", "spikes", "leaky",
+            "first_copies")
     unknown = set(given) - set(keys) - {"timesteps"}
     if unknown:
         raise SpikedetError(f"unknown conversion options {sorted(unknown)}")
@@ -199,6 +201,8 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
         neuron of Spiking-YOLO and the dual-error paper.
     timesteps: the T the network is meant for (default: the dual-error L), recorded in the file.
     leaky: "keep" (leaky ReLU units become leaky neurons) or "relu" (replaced by ReLU first).
+    first_copies: k neurons per channel in the first layer, counting k * T levels in T steps (population.py);
+        default: what the network was trained for (its dual-error record), else 1.
     """
     o = conversion_options(**options)
     model = reference_ann(model, o["leaky"])
@@ -234,6 +238,8 @@ def _build(model: nn.Module, observers, o: dict) -> SpikingNetwork:
     snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"],
                     o["threshold_scale"]).build()
     dual_error = getattr(model, "dual_error", None) or getattr(model, "yaml", {}).get("dual_error") or {}
+    o["first_copies"] = int(o["first_copies"] or dual_error.get("first_copies", 1))
+    make_population(snn.layers, snn.sources, snn.saved, o["first_copies"])
     o["timesteps"] = o["timesteps"] or dual_error.get("levels")
     snn.meta.update(options=o, timesteps=o["timesteps"],
                     family="darknet" if isinstance(model, DarknetModel) else "yolo")

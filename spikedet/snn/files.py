@@ -74,14 +74,16 @@ def check_meta(meta, path) -> dict:
     if not isinstance(meta, dict) or not isinstance(meta.get("options"), dict):
         raise fail(path, "damaged SNN file (missing meta, options or weights)")
     options = meta["options"]
-    unknown = set(options) - set(OPTION_CHOICES) - {"spikes", "percentile", "threshold_scale", "v_init", "timesteps"}
+    unknown = (set(options) - set(OPTION_CHOICES)
+               - {"spikes", "percentile", "threshold_scale", "v_init", "timesteps", "first_copies"})
     if unknown:
         raise fail(path, f"unknown conversion options {sorted(map(str, unknown))}")
     for key, choices in [*((key, CHOICES[key]) for key in OPTION_CHOICES), ("spikes", neuron_kinds())]:
         if options.get(key) not in choices:
             raise fail(path, f"stored {key} must be one of {choices}, got {options.get(key)!r}")
     check_stored(path, percentile=options.get("percentile"), threshold_scale=options.get("threshold_scale"),
-                 v_init=options.get("v_init"), timesteps=options.get("timesteps"))
+                 v_init=options.get("v_init"), timesteps=options.get("timesteps"),
+                 first_copies=options.get("first_copies"))
     check_stored(path, timesteps=meta.get("timesteps"), imgsz=meta.get("imgsz"))
     if meta.get("resize") not in (None, *CHOICES["resize"]) or meta.get("family") not in (None, "yolo", "darknet"):
         raise fail(path, f"stored resize or family is not one spikedet writes: {meta.get('resize')!r}, "

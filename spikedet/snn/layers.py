@@ -32,6 +32,7 @@ class SpikingConv(nn.Module):
     def __init__(self, conv: nn.Conv2d, neuron: Neuron):
         super().__init__()
         self.conv, self.neuron = conv, neuron
+        self.ann_share = 1.0  # this layer's MACs in the ANN it converts, per MAC here (population.py: 1 / k)
 
     def forward(self, x):
         if isinstance(x, Counts):

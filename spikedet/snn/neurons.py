@@ -138,13 +138,21 @@ class Neuron(MemoryModule):
                              f"got {self.kind} with {negative_slope!r}")
         self.v_init, self.reset_mode, self.negative_slope = float(v_init), reset, negative_slope
         self.negative_events = self.negative_events or negative_slope is not None
+        # per-neuron initial potentials (C, 1, 1) in place of v_init: a first-layer population (population.py);
+        # derived from the conversion options, so not saved
+        self.register_buffer("staggered", None, persistent=False)
         self.register_memory("v", None)  # membrane potential, created at the first chunk's shape
         self.register_memory("net", None)  # net spike count so far
         self.register_memory("steps", 0)
         self.register_memory("constant_input", True)  # every chunk so far was a Static current
 
     def extra_repr(self):
-        return f"v_init={self.v_init}, reset={self.reset_mode}, negative_slope={self.negative_slope}"
+        start = "staggered" if self.staggered is not None else self.v_init
+        return f"v_init={start}, reset={self.reset_mode}, negative_slope={self.negative_slope}"
+
+    def initial_potential(self):
+        """v_init, or the population's per-neuron initial potentials (a tensor broadcasting over (N, C, H, W))."""
+        return self.v_init if self.staggered is None else self.staggered
 
     # ----- the step, in place on the state: v (membrane), s (this step's events), net (count so far)
     def step_params(self) -> dict:
@@ -177,10 +185,11 @@ class Neuron(MemoryModule):
     def count(self, total: torch.Tensor, t) -> torch.Tensor:
         """The quantized activation: clip(floor(total + v_init), 0, t), leaky: clip(floor(leaky(total) +
         v_init), -t, t). The net count after t steps whose input summed to `total`, where exact."""
+        v_init = self.initial_potential()
         if self.negative_slope is None:
-            return torch.minimum(torch.floor(total + self.v_init).clamp(min=0), t)
+            return torch.minimum(torch.floor(total + v_init).clamp(min=0), t)
         leaky = torch.where(total >= 0, total, self.negative_slope * total)
-        return torch.maximum(torch.minimum(torch.floor(leaky + self.v_init), t), -t)
+        return torch.maximum(torch.minimum(torch.floor(leaky + v_init), t), -t)
 
     def counts(self, total: torch.Tensor, steps: int) -> torch.Tensor:
         """count() after `steps` steps computed in place in `total` (the closed form, closed_form.py: the same
@@ -188,9 +197,10 @@ class Neuron(MemoryModule):
         if not self.exact_count:
             raise ValueError(f"the closed form is exact only for neurons whose count does not depend on when their "
                              f"input arrived (burst ones), not for {self.kind} ones")
+        v_init = self.initial_potential()
         if self.negative_slope is None:
-            return total.add_(self.v_init).floor_().clamp_(0, steps)
-        return F.leaky_relu(total, self.negative_slope, inplace=True).add_(self.v_init).floor_().clamp_(-steps, steps)
+            return total.add_(v_init).floor_().clamp_(0, steps)
+        return F.leaky_relu(total, self.negative_slope, inplace=True).add_(v_init).floor_().clamp_(-steps, steps)
 
     def monotone_in_constant_current(self) -> bool:
         """Whether, fed one constant current since reset, the count after every step is a non-decreasing
@@ -204,7 +214,7 @@ class Neuron(MemoryModule):
         steps = current.steps if static else current.shape[0]
         if self.v is None:
             first = current.x if static else current[0]
-            self.v, self.net = torch.full_like(first, self.v_init), torch.zeros_like(first)
+            self.v, self.net = torch.zeros_like(first).add_(self.initial_potential()), torch.zeros_like(first)
         self.constant_input = self.constant_input and static
         if self.exact_count or (self.constant_input and self.exact_if_constant()):
             return self._cumulative(current, steps)
@@ -236,14 +246,14 @@ class Neuron(MemoryModule):
         if isinstance(current, Static) and self.constant_input:
             total = t * current.x  # input summed since reset, as the closed form computes it: monotone in x
         elif isinstance(current, Static):
-            total = (self.v + self.net - self.v_init) + (t - self.steps) * current.x
+            total = (self.v + self.net - self.initial_potential()) + (t - self.steps) * current.x
         else:
-            total = (self.v + self.net - self.v_init) + current.cumsum(0)
+            total = (self.v + self.net - self.initial_potential()) + current.cumsum(0)
         counts = self.count(total, t)
         out = torch.diff(counts, dim=0, prepend=self.net.unsqueeze(0))
         self.steps += steps
         self.net = counts[-1]
-        self.v = self.v_init + total[-1] - self.net
+        self.v = self.initial_potential() + total[-1] - self.net
         return out
 
 

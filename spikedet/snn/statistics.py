@@ -1,7 +1,8 @@
 """Spike statistics and the energy estimate, gathered by forward hooks only while a monitor is attached.
 
 SOP_l = (input events per input neuron) * MACs_l, i.e. input rate x T x MACs_l per image; a burst of k
-counts as k spikes. E_SNN = E_MAC * MACs(analog input layers) + E_AC * sum SOP, E_ANN = E_MAC * MACs.
+counts as k spikes. E_SNN = E_MAC * MACs(analog input layers) + E_AC * sum SOP, E_ANN = E_MAC * MACs of the ANN
+the SNN converts (a first-layer population has k times its MACs and its reader's: population.py).
 """
 from collections import defaultdict
 
@@ -46,6 +47,7 @@ class SpikeMonitor:
         row, conv, x = self.layers[name], m.conv, inputs[0]
         fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
         row["macs"] = output[0, 0].numel() * fan_in
+        row["ann_macs"] = row["macs"] * getattr(m, "ann_share", 1.0)
         if not isinstance(x, Static):  # spike-driven: count arriving events
             row["input_events"] += float(x.abs().sum())
             row["input_neurons"] = x[0, 0].numel()
@@ -61,7 +63,7 @@ class SpikeMonitor:
         for name, c in self.layers.items():
             if not c["macs"]:
                 continue
-            ann_macs += c["macs"]
+            ann_macs += c["ann_macs"]
             row = {"layer": name, "macs": c["macs"]}
             if c["input_neurons"]:  # spike-driven: additions only
                 events = c["input_events"] / batch_size
