@@ -2,19 +2,24 @@
 initial potentials count k * T levels in T steps, so the converted SNN is exactly the dual-error network whose
 first unit quantizes to k * L levels; a distilled run records k and conversion follows it; what cannot hold one
 is refused in one line."""
+import json
+
 import pytest
 import torch
 
 from spikedet.api import SpikingYOLO
-from spikedet.darknet import DarknetModel
-from spikedet.distill import channel_scales, distill, make_student, set_levels
+from spikedet.cli import main
+from spikedet.darknet import DarknetModel, load_darknet
+from spikedet.distill import (channel_scales, distill, load_batch, make_student, selection_loss, set_levels,
+                              training_images)
 from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorSettings, mark_first_copies
-from spikedet.model.checkpoint import save_ann
+from spikedet.model.checkpoint import load_ann, save_ann
 from spikedet.snn import convert
 from spikedet.snn.layers import ConcatChannels, SpikeMaxPool, SpikingConv
 from spikedet.snn.neurons import BinaryNeuron, BurstNeuron, Static
 from spikedet.snn.population import make_population, staggered_v_init
+from spikedet.snn.statistics import SpikeMonitor
 
 from conftest import randomize
 from test_distill import make_files, tiny_cfg
@@ -136,8 +141,6 @@ def test_a_first_layer_read_by_anything_but_a_chain_to_a_convolution_is_refused(
 def test_the_energy_report_counts_the_population_against_the_ann_it_converts(student):
     """A population's ANN reference is the ANN (its MACs as with one neuron per channel), while its SNN pays k
     times the first layer's MACs and the events of k neurons per channel."""
-    from spikedet.snn.statistics import SpikeMonitor
-
     model, x = student
     stats = {}
     for copies in (1, 3):
@@ -150,3 +153,19 @@ def test_the_energy_report_counts_the_population_against_the_ann_it_converts(stu
     assert three["layers"][0]["macs"] == 3 * one["layers"][0]["macs"]
     assert three["layers"][0]["spikes"] > 2 * one["layers"][0]["spikes"]
     assert three["energy_pj"]["snn"] > one["energy_pj"]["snn"]
+
+
+def test_distill_loss_scores_the_network_as_converted_with_its_copies(tmp_path):
+    cfg, weights, names, folder = make_files(tmp_path)
+    teacher = load_darknet(cfg, weights, names).eval()
+    paths = training_images(folder)
+    out = save_ann(make_student(teacher, 4, channel_scales(teacher, load_batch(paths, 32))), tmp_path / "s.pt")
+    common = ["distill-loss", "--weights", str(out), "--teacher", str(weights), "--cfg", str(cfg), "--names",
+              str(names), "--images", str(folder), "--levels", "4", "--imgsz", "32"]
+    losses = {}
+    for copies in (1, 3):
+        assert main(common + ["--first-copies", str(copies), "--json", str(tmp_path / f"k{copies}.json")]) == 0
+        losses[copies] = json.loads((tmp_path / f"k{copies}.json").read_text())["loss"]["4"]
+    student = mark_first_copies(load_ann(out).float().eval(), 3)
+    assert losses[3] == pytest.approx(selection_loss(student, teacher, paths, 32, [4])["4"], abs=1e-6)
+    assert losses[3] != pytest.approx(losses[1], abs=1e-4)
