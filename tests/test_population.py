@@ -16,6 +16,7 @@ from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorSettings, mark_first_copies
 from spikedet.model.checkpoint import load_ann, save_ann
 from spikedet.snn import convert
+from spikedet.snn.finetune import UnrolledSNN
 from spikedet.snn.layers import ConcatChannels, SpikeMaxPool, SpikingConv
 from spikedet.snn.neurons import BinaryNeuron, BurstNeuron, Static
 from spikedet.snn.population import make_population, staggered_v_init
@@ -169,3 +170,12 @@ def test_distill_loss_scores_the_network_as_converted_with_its_copies(tmp_path):
     student = mark_first_copies(load_ann(out).float().eval(), 3)
     assert losses[3] == pytest.approx(selection_loss(student, teacher, paths, 32, [4])["4"], abs=1e-6)
     assert losses[3] != pytest.approx(losses[1], abs=1e-4)
+
+
+def test_the_unrolled_binary_snn_refuses_a_population(student):
+    """snn.finetune unrolls one neuron per channel: a network with first_copies would train another SNN than the
+    one it converts to."""
+    model, _ = student
+    with pytest.raises(SpikedetError, match="2 neurons per channel"):
+        UnrolledSNN(mark_first_copies(model, 2), 8, 0, 0.5, "subtract")
+    UnrolledSNN(mark_first_copies(model, 1), 8, 0, 0.5, "subtract")

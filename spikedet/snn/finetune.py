@@ -130,8 +130,8 @@ def count_gated_max_pool(pool: nn.MaxPool2d, x: torch.Tensor, steps: int) -> tor
 
 def check_unrollable(model: nn.Module, reset: str):
     """A one-line error unless every activation is a dual-error unit (its lambda is the conversion's scale; a
-    leaky one only where the neurons reset by subtraction, as the converter's leaky neurons do) and the head is
-    ultralytics' Detect or darknet's [yolo] head."""
+    leaky one only where the neurons reset by subtraction, as the converter's leaky neurons do) of one neuron per
+    channel, and the head is ultralytics' Detect or darknet's [yolo] head."""
     for name, m in model.named_modules():
         act = activation_of(m) if hasattr(m, "conv") else None
         if act is None:
@@ -142,6 +142,9 @@ def check_unrollable(model: nn.Module, reset: str):
         if isinstance(act, DualErrorLeakyReLU) and reset != "subtract":
             raise SpikedetError(f"layer {name}: a leaky dual-error unit becomes a neuron that resets by "
                                 f"subtraction, not reset {reset!r}")
+        if act.copies > 1:
+            raise SpikedetError(f"layer {name}: its unit is run by {act.copies} neurons per channel (first_copies), "
+                                "and the unrolled SNN has one")
     if not isinstance(model.model[-1], (Detect, DarknetHead)):
         raise SpikedetError(f"the last layer must be ultralytics' Detect head or darknet's [yolo] head, got "
                             f"{type(model.model[-1]).__name__}")
