@@ -10,7 +10,7 @@ import torch
 from spikedet.api import SpikingYOLO
 from spikedet.cli import main
 from spikedet.darknet import DarknetModel, load_darknet
-from spikedet.distill import (channel_scales, distill, load_batch, make_student, selection_loss, set_levels,
+from spikedet.distill import (channel_scales, distill, load_batch, make_student, mse_scales, selection_loss, set_levels,
                               training_images)
 from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorSettings, mark_first_copies
@@ -179,3 +179,14 @@ def test_the_unrolled_binary_snn_refuses_a_population(student):
     with pytest.raises(SpikedetError, match="2 neurons per channel"):
         UnrolledSNN(mark_first_copies(model, 2), 8, 0, 0.5, "subtract")
     UnrolledSNN(mark_first_copies(model, 1), 8, 0, 0.5, "subtract")
+
+
+def test_the_first_layer_of_a_population_starts_at_the_threshold_of_its_levels(tmp_path):
+    """init="mse" fits the first layer's lam to k * L levels (what it will quantize to) and every other to L."""
+    cfg, weights, names, folder = make_files(tmp_path)
+    teacher = load_darknet(cfg, weights, names).eval()
+    x = load_batch(training_images(folder), 32)
+    plain, population, fine = (mse_scales(teacher, x, levels, first_copies=k)
+                               for levels, k in (([4], 1), ([4], 3), ([12], 1)))
+    assert torch.equal(population[0], fine[0]) and not torch.equal(population[0], plain[0])
+    assert all(torch.equal(a, b) for a, b in zip(population[1:], plain[1:]))

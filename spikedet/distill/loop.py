@@ -64,7 +64,8 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     else:
         _say(progress, f"distill: initial thresholds ({s['init']}) from {len(calibration)} images")
         batch = load_batch(calibration, s["imgsz"]).to(device)
-        scales = mse_scales(teacher, batch, s["levels"]) if s["init"] == "mse" else channel_scales(teacher, batch)
+        scales = (mse_scales(teacher, batch, s["levels"], first_copies=s.get("first_copies", 1))
+                  if s["init"] == "mse" else channel_scales(teacher, batch))
     student = make_student(teacher, s["levels"][0], scales, first_copies=s.get("first_copies", 1))
     student.eval()  # frozen BN statistics; gradients still flow
     if saved or start is not None:

@@ -38,11 +38,18 @@ def channel_scales(model: nn.Module, images: torch.Tensor, q: float = INIT_PERCE
 
 @torch.no_grad()
 def mse_scales(model: nn.Module, images: torch.Tensor, levels: Sequence[int], batch_size: int = 8,
-               samples: int = 2048) -> List[torch.Tensor]:
+               samples: int = 2048, first_copies: int = 1) -> List[torch.Tensor]:
     """Per leaky layer, the lam per channel whose dual-error unit has the least mean squared error against the
     float network's activations, summed over `levels` (calibration.LeastErrorObserver, `samples` activations
-    per channel and image)."""
-    return _scales(model, images, lambda: LeastErrorObserver(levels, samples), batch_size)
+    per channel and image); the first layer's over its first_copies * levels (DualErrorSettings.first_copies)."""
+    made = []
+
+    def observer():  # called once per activation, in module order: the first is the first layer's
+        copies = 1 if made else first_copies
+        made.append(copies)
+        return LeastErrorObserver([L * copies for L in levels], samples)
+
+    return _scales(model, images, observer, batch_size)
 
 
 def _scales(model, images, make_observer, batch_size) -> List[torch.Tensor]:
