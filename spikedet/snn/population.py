@@ -7,7 +7,7 @@ side). k neurons with the same weights and initial potentials (j + v_init) / k, 
 
     sum_j floor(T u + (j + v_init) / k) = floor(k T u + v_init)        (Hermite's identity)
 
-(within the clip at 0 and T, each clipped where the sum is), which is the count of one neuron run for k T steps.
+(each neuron's clip at 0 and T is the sum's at 0 and k T), which is the count of one neuron run for k T steps.
 Each event then stands for 1/k of the channel's scale, so the layers reading them take the channel's weights
 divided by k. That is the dual-error unit at k L levels (DualErrorSettings.first_copies) made exact in T = L
 steps, for k times that layer's events. Deeper layers are fed spikes, not a constant, so only the first layer is
