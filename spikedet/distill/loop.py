@@ -55,6 +55,7 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
         p.requires_grad_(False)
 
     calibration = train[:CALIBRATION_COUNT]
+    first_copies = s.get("first_copies", 1)  # state files written before the option have none
     start = _start_student(s.get("start")) if not saved else None
     if saved:
         scales = [t.to(device) for t in saved["initial_scales"]]
@@ -64,9 +65,9 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     else:
         _say(progress, f"distill: initial thresholds ({s['init']}) from {len(calibration)} images")
         batch = load_batch(calibration, s["imgsz"]).to(device)
-        scales = (mse_scales(teacher, batch, s["levels"], first_copies=s.get("first_copies", 1))
+        scales = (mse_scales(teacher, batch, s["levels"], first_copies=first_copies)
                   if s["init"] == "mse" else channel_scales(teacher, batch))
-    student = make_student(teacher, s["levels"][0], scales, first_copies=s.get("first_copies", 1))
+    student = make_student(teacher, s["levels"][0], scales, first_copies=first_copies)
     student.eval()  # frozen BN statistics; gradients still flow
     if saved or start is not None:
         student.load_state_dict(saved["student"] if saved else start.state_dict())

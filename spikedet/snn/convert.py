@@ -30,6 +30,9 @@ from .registry import convert_module
 NORMALIZATIONS = CHOICES["normalization"]
 LEAKY_MODES = CHOICES["leaky"]
 REBUILD = "rebuild"  # a network only rebuilt, its weights to be loaded from a saved SNN
+# the conversion options an SNN file records (besides the T it was meant for)
+OPTION_KEYS = ("normalization", "scales", "percentile", "threshold_scale", "v_init", "reset", "spikes", "leaky",
+               "first_copies")
 Observer = Union[PercentileObserver, LeastErrorObserver]
 
 
@@ -169,12 +172,10 @@ def _flatten(modules):
 
 def conversion_options(**given) -> dict:
     """The full set of conversion options (DEFAULTS for those not given): what an SNN file records."""
-    keys = ("normalization", "scales", "percentile", "threshold_scale", "v_init", "reset", "spikes", "leaky",
-            "first_copies")
-    unknown = set(given) - set(keys) - {"timesteps"}
+    unknown = set(given) - set(OPTION_KEYS) - {"timesteps"}
     if unknown:
         raise SpikedetError(f"unknown conversion options {sorted(unknown)}")
-    options = {k: given.get(k) if given.get(k) is not None else DEFAULTS[k] for k in keys}
+    options = {k: given.get(k) if given.get(k) is not None else DEFAULTS[k] for k in OPTION_KEYS}
     options["timesteps"] = given.get("timesteps")
     return options
 

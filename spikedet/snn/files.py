@@ -13,7 +13,7 @@ from ..errors import fail
 from ..fileio import atomic_torch_save, load_torch_file
 from ..model.checkpoint import ann_record, build_ann, check_version
 from ..model.record import check_names, check_state_dict
-from .convert import rebuild
+from .convert import OPTION_KEYS, rebuild
 from .engine import SpikingNetwork
 from .neurons import neuron_kinds, reset_net
 
@@ -74,8 +74,7 @@ def check_meta(meta, path) -> dict:
     if not isinstance(meta, dict) or not isinstance(meta.get("options"), dict):
         raise fail(path, "damaged SNN file (missing meta, options or weights)")
     options = meta["options"]
-    unknown = (set(options) - set(OPTION_CHOICES)
-               - {"spikes", "percentile", "threshold_scale", "v_init", "timesteps", "first_copies"})
+    unknown = set(options) - set(OPTION_KEYS) - {"timesteps"}
     if unknown:
         raise fail(path, f"unknown conversion options {sorted(map(str, unknown))}")
     for key, choices in [*((key, CHOICES[key]) for key in OPTION_CHOICES), ("spikes", neuron_kinds())]:
