@@ -7,6 +7,7 @@ CHOICES = {
     "normalization": ("channel", "layer"),  # one scale per output channel (Spiking-YOLO) or per layer
     "scales": ("percentile", "mse"),  # thresholds from calibration images (model.calibration)
     "leaky": ("keep", "relu"),  # leaky ReLU units: neurons with negative events, or replaced by ReLU
+    "negative_events": ("whole", "fine"),  # leaky neurons' negative events worth one positive or its slope alpha
     "resize": ("letterbox", "stretch"),
     "pool": ("max", "avg", "conv"),  # what a model config's max-pools become
     "granularity": ("layer", "channel"),  # one dual-error lambda per layer or per channel
@@ -37,6 +38,7 @@ DEFAULTS = {
     "max_timesteps": 4096,  # a larger T is refused unless asked for explicitly (hours on a CPU)
     "first_copies": None,  # neurons per channel in the first layer; None: what the network was trained for, else 1
     "max_first_copies": 64,  # neurons per channel in the first layer (spikedet.snn.population)
+    "negative_events": None,  # None: what the network was trained for (DualErrorSettings.fine_negative), else whole
     # networks read from files: refused before anything is allocated when they exceed these
     "max_channels": 8192,  # a yolo config layer's channels, and its classes
     "max_kernel": 31,  # a yolo config layer's kernel or pool size

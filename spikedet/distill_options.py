@@ -41,6 +41,8 @@ OPTIONS = {
     "burn_in": (int, "a step count >= 0 below binary_steps (the binary read-out leaves it out)", lambda v: v >= 0),
     "first_copies": (int, f"a count in [1, {MAX_FIRST_COPIES}] of neurons per channel in the first layer "
                      "(spikedet.snn.population)", lambda v: 1 <= v <= MAX_FIRST_COPIES),
+    "fine_negative": (bool, "true or false: leaky neurons' negative events worth the slope alpha of a positive one "
+                      "(DualErrorSettings.fine_negative)", lambda v: True),
     "steps": (int, "a step count >= 1 (the run's length; replaces --epochs)", lambda v: v >= 1),
     "selection": (int, "a count >= 0 of training images held out to choose recipes on", lambda v: v >= 0),
     "selection_from": (str, "one of the image sources (a folder, dataset YAML or .txt list) given as images",
@@ -74,7 +76,10 @@ def check_options(options: dict) -> dict:
 
 
 def _convert(kind, value):
-    """`value` as `kind`, or None: threads=1.5 is not 1 thread, nan and inf are no numbers, True is no count."""
+    """`value` as `kind`, or None: threads=1.5 is not 1 thread, nan and inf are no numbers, True is no count,
+    a switch is true or false (as written on a command line too)."""
+    if kind is bool:
+        return value if isinstance(value, bool) else {"true": True, "false": False}.get(str(value).lower())
     if isinstance(value, bool):
         return None
     try:

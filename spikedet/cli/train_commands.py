@@ -181,6 +181,9 @@ def _add_distill_loss_arguments(parser):
     parser.add_argument("--first-copies", type=checks.first_copies, metavar="K",
                         help="score the network as converted with --first-copies K: its first layer run by K neurons "
                         "per channel, K * L levels (default: as the file records; spikedet.snn.population)")
+    parser.add_argument("--negative-events", choices=CHOICES["negative_events"],
+                        help="score the network as converted with --negative-events: leaky neurons' negative events "
+                        "worth a positive one (whole) or the slope alpha of one (fine) (default: as the file records)")
     parser.add_argument("--threshold-scales", type=checks.threshold_scale, nargs="+", metavar="S",
                         help="also the loss at each level with every threshold times S, and the S of least loss: "
                         "the --threshold-scale to convert with for T = L (spikedet.distill.threshold_scale)")
@@ -194,13 +197,15 @@ def _run_distill_loss(args, parser):
     from ..distill import selection_loss, training_images
     from ..distill.images import selection_images_of
     from ..fileio import atomic_write_json
-    from ..model.activation import mark_first_copies
+    from ..model.activation import mark_fine_negative, mark_first_copies
     from ..model.checkpoint import load_ann
 
     paths = selection_images_of(args.selection_of) if args.selection_of else training_images(args.images)
     student = load_ann(args.weights).float().eval()
     if args.first_copies:
         mark_first_copies(student, args.first_copies)
+    if args.negative_events:
+        mark_fine_negative(student, args.negative_events == "fine")
     teacher = load_darknet(args.cfg, args.teacher, args.names).float().eval()
     print(f"head loss of {args.weights} against {args.teacher} on {len(paths)} images, {args.imgsz} px ...",
           file=sys.stderr, flush=True)
@@ -234,7 +239,7 @@ def _run_distill_loss(args, parser):
                   + f"  least loss at S = {least_loss_scale(rows):g}")
     if args.json:
         atomic_write_json(args.json, {"weights": str(args.weights), "first_copies": args.first_copies,
-                                      "images": [str(p) for p in paths],
+                                      "negative_events": args.negative_events, "images": [str(p) for p in paths],
                                       "imgsz": args.imgsz, "loss": result, "mean_over_levels": mean,
                                       **({"teacher_ap": scored} if scored else {}),
                                       **({"per_layer": per_layer} if per_layer else {}),

@@ -66,15 +66,19 @@ def state_path(output: Source) -> Path:
 
 
 def _check_binary(binary_steps: int, burn_in: int, feature_weight: float, quant_drop: float,
-                  first_copies: int = 1) -> None:
+                  first_copies: int = 1, fine_negative: bool = False) -> None:
     """Steps through the binary SNN replace every dual-error unit by its neurons: the per-layer feature loss and
     QDrop, which act on those units' outputs, would see nothing, and the read-out needs a step left. The unrolled
-    SNN has one neuron per channel (snn.finetune), so not the first layer's copies."""
+    SNN has one neuron per channel (snn.finetune), so not the first layer's copies, and binary neurons, whose
+    negative spikes are worth a positive one's (fine negative events are burst neurons')."""
     if binary_steps and (feature_weight or quant_drop):
         raise SpikedetError("binary_steps= trains through the binary neurons, which the feature loss and QDrop do "
                             "not see: give feature_weight=0 and quant_drop=0")
     if binary_steps and first_copies > 1:
         raise SpikedetError("binary_steps= unrolls one neuron per channel: give first_copies=1")
+    if binary_steps and fine_negative:
+        raise SpikedetError("binary_steps= trains binary neurons, which have no fine negative events: give "
+                            "fine_negative=false")
     if burn_in and burn_in >= binary_steps:
         raise SpikedetError(f"burn_in={burn_in} leaves no step of binary_steps={binary_steps} to read out")
 
@@ -97,7 +101,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
             float_share: float = DEFAULTS["float_share_distill"],
             quant_drop: float = DEFAULTS["quant_drop_distill"], ema: float = DEFAULTS["ema_distill"],
             binary_steps: int = DEFAULTS["binary_steps_distill"], burn_in: int = DEFAULTS["burn_in_distill"],
-            first_copies: int = 1, steps: Optional[int] = None,
+            first_copies: int = 1, fine_negative: bool = False, steps: Optional[int] = None,
             selection: int = 0, selection_seed: Optional[int] = None, select_every: int = 0,
             selection_from: Optional[Source] = None,
             save_minutes: float = DEFAULTS["save_minutes_distill"], device: Optional[str] = None,
@@ -121,8 +125,9 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     instead of the dual error at `levels`: the binary neurons' own error (the deep layers' late start, uneven
     spike trains) is then what the loss sees. first_copies: k > 1 trains for a first layer run by k neurons per
     channel (its unit quantizes to k * L levels; spikedet.snn.population), recorded in the checkpoint so that
-    conversion makes those neurons. ema: the decay of an exponential moving average of the student's
-    parameters, updated after every step; when > 0 the average (not the last step's weights) is what the
+    conversion makes those neurons. fine_negative: train for leaky neurons whose negative events are worth the
+    slope alpha of a positive one (DualErrorSettings.fine_negative; burst neurons), recorded alike. ema: the
+    decay of an exponential moving average of the student's parameters, updated after every step; when > 0 the average (not the last step's weights) is what the
     selection loss scores and the checkpoints hold (student.weight_average).
     selection: images held out of training (drawn by `selection_seed`, default `seed`), whose head loss at each
     level and for the float network is recorded at the end and every `select_every` steps; the network of each
@@ -142,7 +147,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
                                  threads=threads, workers=workers, log=None if log is None else str(log),
                                  float_share=float_share, quant_drop=quant_drop, ema=ema, steps=steps,
                                  binary_steps=binary_steps, burn_in=burn_in, first_copies=first_copies,
-                                 selection=selection, selection_seed=selection_seed,
+                                 fine_negative=fine_negative, selection=selection, selection_seed=selection_seed,
                                  selection_from=None if selection_from is None else str(selection_from),
                                  select_every=select_every, save_minutes=save_minutes, device=device))
     train_levels = sorted({int(L) for L in ([levels] if isinstance(levels, (int, float)) else levels)})
@@ -152,7 +157,7 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         raise SpikedetError(f"init must be one of {CHOICES['distill_init']}, got {init!r}")
     _check_lambda_only(lambda_only, options["float_share"])
     _check_binary(options["binary_steps"], options["burn_in"], options["feature_weight"], options["quant_drop"],
-                  options["first_copies"])
+                  options["first_copies"], options["fine_negative"])
     if augment not in CHOICES["distill_augment"]:
         raise SpikedetError(f"augment must be one of {CHOICES['distill_augment']}, got {augment!r}")
     if int(epochs) < 1 or int(batch) < 1 or int(imgsz) < 32:
@@ -191,7 +196,8 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
         "feature_weight": options["feature_weight"], "init": init, "augment": augment,
         "float_share": options["float_share"], "quant_drop": options["quant_drop"], "ema": options["ema"],
         "binary_steps": options["binary_steps"], "burn_in": options["burn_in"],
-        "first_copies": options["first_copies"], "select_every": options["select_every"], "start": started_from,
+        "first_copies": options["first_copies"], "fine_negative": options["fine_negative"],
+        "select_every": options["select_every"], "start": started_from,
         "log": None if options["log"] is None else str(Path(options["log"]).resolve()),
     }
     return run(settings, None, max_minutes=options["max_minutes"], threads=options["threads"],
@@ -256,10 +262,11 @@ def _check_settings(settings: dict, path) -> None:
         check_options({**{k: settings[k] for k in ("lr", "lam_lr", "feature_weight", "float_share", "quant_drop",
                                                    "steps", "select_every")}, "ema": settings.get("ema", 0.0),
                        **{k: settings.get(k, 0) for k in ("binary_steps", "burn_in")},
-                       "first_copies": settings.get("first_copies", 1)})
+                       "first_copies": settings.get("first_copies", 1),
+                       "fine_negative": settings.get("fine_negative", False)})
         _check_lambda_only(settings.get("lambda_only"), settings["float_share"])  # float_share checked just above
         _check_binary(settings.get("binary_steps", 0), settings.get("burn_in", 0), settings["feature_weight"],
-                      settings["quant_drop"], settings.get("first_copies", 1))
+                      settings["quant_drop"], settings.get("first_copies", 1), settings.get("fine_negative", False))
         levels = [int(v) for v in settings["levels"]]
         ok = (levels and all(1 <= v <= DEFAULTS["max_timesteps"] for v in levels)
               and settings["init"] in CHOICES["distill_init"] and settings["augment"] in CHOICES["distill_augment"]

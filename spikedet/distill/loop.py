@@ -55,7 +55,8 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
         p.requires_grad_(False)
 
     calibration = train[:CALIBRATION_COUNT]
-    first_copies = s.get("first_copies", 1)  # state files written before the option have none
+    first_copies = s.get("first_copies", 1)  # state files written before these options have none
+    fine_negative = s.get("fine_negative", False)
     start = _start_student(s.get("start")) if not saved else None
     if saved:
         scales = [t.to(device) for t in saved["initial_scales"]]
@@ -65,9 +66,9 @@ def run(settings: dict, saved: Optional[dict], max_minutes: Optional[float], thr
     else:
         _say(progress, f"distill: initial thresholds ({s['init']}) from {len(calibration)} images")
         batch = load_batch(calibration, s["imgsz"]).to(device)
-        scales = (mse_scales(teacher, batch, s["levels"], first_copies=first_copies)
+        scales = (mse_scales(teacher, batch, s["levels"], first_copies=first_copies, fine_negative=fine_negative)
                   if s["init"] == "mse" else channel_scales(teacher, batch))
-    student = make_student(teacher, s["levels"][0], scales, first_copies=first_copies)
+    student = make_student(teacher, s["levels"][0], scales, first_copies=first_copies, fine_negative=fine_negative)
     student.eval()  # frozen BN statistics; gradients still flow
     if saved or start is not None:
         student.load_state_dict(saved["student"] if saved else start.state_dict())
@@ -296,7 +297,7 @@ def _record(s: dict, history: list, step: int, minutes: float) -> dict:
         "batch": s["batch"], "lambda_only": s["lambda_only"], "lr": s["lr"], "lam_lr": s["lam_lr"],
         "feature_weight": s["feature_weight"], "float_share": s["float_share"], "quant_drop": s["quant_drop"],
         "ema": s.get("ema", 0.0), "binary_steps": s.get("binary_steps", 0), "burn_in": s.get("burn_in", 0),
-        "first_copies": s.get("first_copies", 1),
+        "first_copies": s.get("first_copies", 1), "fine_negative": s.get("fine_negative", False),
         "seed": s["seed"], "selection_seed": s.get("selection_seed", s["seed"]),
         "selection_from": s.get("selection_from"), "start": s.get("start"),
         "minutes": minutes, "augment": s["augment"],

@@ -38,16 +38,18 @@ def channel_scales(model: nn.Module, images: torch.Tensor, q: float = INIT_PERCE
 
 @torch.no_grad()
 def mse_scales(model: nn.Module, images: torch.Tensor, levels: Sequence[int], batch_size: int = 8,
-               samples: int = 2048, first_copies: int = 1) -> List[torch.Tensor]:
+               samples: int = 2048, first_copies: int = 1, fine_negative: bool = False) -> List[torch.Tensor]:
     """Per leaky layer, the lam per channel whose dual-error unit has the least mean squared error against the
     float network's activations, summed over `levels` (calibration.LeastErrorObserver, `samples` activations
-    per channel and image); the first layer's over its first_copies * levels (DualErrorSettings.first_copies)."""
-    made = []
+    per channel and image); the first layer's over its first_copies * levels (DualErrorSettings.first_copies),
+    the negative side in steps of the slope's share with fine_negative."""
+    made, slopes = [], [act.negative_slope for act in leaky_activations(model)]
 
     def observer():  # called once per activation, in module order: the first is the first layer's
         copies = 1 if made else first_copies
+        step = slopes[len(made)] if fine_negative else 1.0
         made.append(copies)
-        return LeastErrorObserver([L * copies for L in levels], samples)
+        return LeastErrorObserver([L * copies for L in levels], samples, negative_step=step)
 
     return _scales(model, images, observer, batch_size)
 
@@ -62,14 +64,15 @@ def _scales(model, images, make_observer, batch_size) -> List[torch.Tensor]:
 
 
 def make_student(teacher: nn.Module, levels: int, scales: Sequence[torch.Tensor],
-                 init_percentile: float = INIT_PERCENTILE, first_copies: int = 1) -> nn.Module:
+                 init_percentile: float = INIT_PERCENTILE, first_copies: int = 1,
+                 fine_negative: bool = False) -> nn.Module:
     """A copy of the teacher whose leaky units are dual-error leaky units with lam = scales (the first one run by
-    `first_copies` neurons per channel: DualErrorSettings)."""
+    `first_copies` neurons per channel, fine negative events or not: DualErrorSettings)."""
 
     student = copy.deepcopy(teacher)
     settings = DualErrorSettings(levels=int(levels), granularity="channel", clip=True, quantize=True,
                                  init_percentile=init_percentile, lambda_grad="residue",
-                                 first_copies=int(first_copies))
+                                 first_copies=int(first_copies), fine_negative=bool(fine_negative))
     install_leaky_dual_error(student, settings)
     acts = leaky_activations(student)
     if len(acts) != len(scales):

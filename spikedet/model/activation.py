@@ -20,7 +20,7 @@ spike: a rate of 0.6 lambda fires every other step, as 0.5 does. `reset="zero"` 
 so that the ANN learns the neuron it will become (exact for constant input, the first layer; a rate model
 deeper in).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -48,6 +48,10 @@ class DualErrorSettings:
     first_copies: k neurons per channel in the first layer (the one fed the image), with staggered initial
         potentials, that together count k * L levels in L steps (spikedet.snn.population): the first unit
         quantizes to k * L levels, the others to L.
+    fine_negative: leaky units' negative events are worth alpha (the slope) of a positive one instead of one
+        (burst neurons with graded negative events, Neuron.negative_worth): their negative side quantizes in
+        steps of alpha * lambda / L instead of lambda / L, to the same floor -lambda. Without it most of a leaky
+        unit's negative values, alpha times the input, round to zero.
     """
 
     levels: int = 16
@@ -58,6 +62,7 @@ class DualErrorSettings:
     lambda_grad: str = "residue"
     reset: str = "subtract"
     first_copies: int = 1
+    fine_negative: bool = False
 
     def __post_init__(self):
         """Types and ranges checked, as these settings also come from files."""
@@ -68,9 +73,9 @@ class DualErrorSettings:
             raise ValueError(f"dual-error granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.lambda_grad not in LAMBDA_GRADS:
             raise ValueError(f"dual-error lambda_grad must be one of {LAMBDA_GRADS}, got {self.lambda_grad!r}")
-        if not all(isinstance(v, bool) for v in (self.clip, self.quantize)):
-            raise ValueError(f"dual-error clip and quantize must be true or false, got {self.clip!r}, "
-                             f"{self.quantize!r}")
+        if not all(isinstance(v, bool) for v in (self.clip, self.quantize, self.fine_negative)):
+            raise ValueError(f"dual-error clip, quantize and fine_negative must be true or false, got {self.clip!r}, "
+                             f"{self.quantize!r}, {self.fine_negative!r}")
         if self.reset not in CHOICES["reset"]:
             raise ValueError(f"dual-error reset must be one of {CHOICES['reset']}, got {self.reset!r}")
         if self.reset == "zero" and self.clip != self.quantize:
@@ -100,15 +105,16 @@ class DualErrorSettings:
 
 
 def dual_error(x: torch.Tensor, lam: torch.Tensor, levels: int, clip: bool = True, quantize: bool = True,
-               lambda_grad: str = "residue", signed: bool = False) -> torch.Tensor:
+               lambda_grad: str = "residue", signed: bool = False, negative_step: float = 1.0) -> torch.Tensor:
     """y = lambda * clip(floor(x * L / lambda + 0.5) / L, 0, 1), with either error switchable off.
 
     signed: the clip is to [-1, 1] instead of [0, 1] (for x = leaky_relu(input): the count of a leaky
-    neuron with burst events, which fires negative events too). lam broadcasts against x (a scalar, or shape
-    (C, 1, 1) for per-channel thresholds).
+    neuron with burst events, which fires negative events too). negative_step (signed only): the negative
+    side's step as a fraction of lambda / L (alpha for fine negative events, DualErrorSettings.fine_negative).
+    lam broadcasts against x (a scalar, or shape (C, 1, 1) for per-channel thresholds).
     """
     return _DualError.apply(x, lam, int(levels), bool(clip), bool(quantize), lambda_grad == "residue",
-                            bool(signed))
+                            bool(signed), float(negative_step))
 
 
 def reset_zero_error(x: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
@@ -153,16 +159,22 @@ class _DualError(torch.autograd.Function):
     d y / d lambda = 1 where x >= lambda, -1 where x <= -lambda (signed), and (y - x) / lambda inside when
     the residue estimator is on. All three cases are (y - x * inside) / lambda (outside, y = +-lambda or 0), and
     (y - y * inside) / lambda without the residue; lambda is constant over the summed axes, so the division
-    comes after the sum. Written with few passes over the maps: the activation is most of a distillation
+    comes after the sum (a finer negative step keeps y = lambda * f(x / lambda), so the same holds). Written with
+    few passes over the maps: the activation is most of a distillation
     step's elementwise work (tools/benchmark_distill.py).
     """
 
     @staticmethod
-    def forward(ctx, x, lam, levels, clip, quantize, residue_grad, signed):
+    def forward(ctx, x, lam, levels, clip, quantize, residue_grad, signed, negative_step):
         compute = torch.promote_types(x.dtype, torch.float32)  # never below float32, float64 stays
         xf, lf = x.to(compute), lam.to(compute)
-        # floor(x * L / lam + 0.5) * (lam / L): the same operations in the same order, in place
-        y = (xf * levels).div_(lf).add_(0.5).floor_().mul_(lf / levels) if quantize else xf.clone()
+        if quantize and signed and negative_step != 1.0:  # the step is negative_step * lam / L below zero
+            step = torch.where(xf < 0, lf * negative_step, lf).div_(levels)
+            y = xf.div(step).add_(0.5).floor_().mul_(step)
+        elif quantize:  # floor(x * L / lam + 0.5) * (lam / L): the same operations in the same order, in place
+            y = (xf * levels).div_(lf).add_(0.5).floor_().mul_(lf / levels)
+        else:
+            y = xf.clone()
         low = (-lf if clip else None) if signed else torch.zeros_like(lf)
         high = lf if clip else None
         if low is not None or high is not None:
@@ -186,7 +198,7 @@ class _DualError(torch.autograd.Function):
             inner = xf if quantize and residue_grad else y
             d = y - (inner if inside is None else torch.where(inside, inner, 0.0))
             grad_lam = (_sum_to_shape(d.mul_(g), lf.shape) / lf).to(lf.dtype)
-        return grad_x, grad_lam, None, None, None, None, None
+        return grad_x, grad_lam, None, None, None, None, None, None
 
 
 def _sum_to_shape(t: torch.Tensor, shape) -> torch.Tensor:
@@ -260,6 +272,17 @@ def mark_first_copies(model: nn.Module, copies: int) -> nn.Module:
     return model
 
 
+def mark_fine_negative(model: nn.Module, fine: bool) -> nn.Module:
+    """Give every leaky dual-error unit of `model` fine negative events (DualErrorSettings.fine_negative) or not;
+    returns the model."""
+    for unit in dual_error_modules(model):
+        if isinstance(unit, DualErrorLeakyReLU):
+            unit.settings = replace(unit.settings, fine_negative=bool(fine))
+    if isinstance(getattr(model, "dual_error", None), dict):
+        model.dual_error = {**model.dual_error, "fine_negative": bool(fine)}
+    return model
+
+
 def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lams) -> None:
     """One optimizer step on `loss`, then every trained threshold kept >= 1e-3: a threshold driven to zero or
     below would make its neuron fire on any input (training through the dual error or through the spikes)."""
@@ -314,7 +337,8 @@ class DualErrorLeakyReLU(DualErrorReLU):
         if s.is_relu:
             return z
         lam = self.positive_threshold()
-        return dual_error(z, lam, self.levels, s.clip, s.quantize, s.lambda_grad, signed=True)
+        return dual_error(z, lam, self.levels, s.clip, s.quantize, s.lambda_grad, signed=True,
+                          negative_step=self.negative_slope if s.fine_negative else 1.0)
 
 
 def install_leaky_dual_error(model: nn.Module, settings: DualErrorSettings) -> nn.Module:

@@ -50,29 +50,34 @@ class PercentileObserver:
         return self.per_channel if granularity == "channel" else self.per_layer
 
 
-def count_error(z: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
+def count_error(z: torch.Tensor, lam: torch.Tensor, levels: int, negative_step: float = 1.0) -> torch.Tensor:
     """Mean squared error per row of the signed dual-error unit (activation.dual_error: the net count of a burst
-    neuron after L steps, leaky units' negative counts included; ReLU outputs never reach -lam) against z."""
+    neuron after L steps, leaky units' negative counts included, in steps of negative_step * lam / L; ReLU
+    outputs never reach below zero) against z."""
     from .activation import dual_error  # activation imports this module for PercentileObserver
 
-    return (dual_error(z, lam, levels, signed=True) - z).pow(2).mean(1)
+    return (dual_error(z, lam, levels, signed=True, negative_step=negative_step) - z).pow(2).mean(1)
 
 
-def least_error_scale(rows: torch.Tensor, levels: Sequence[int], grid: int = 96) -> torch.Tensor:
+def least_error_scale(rows: torch.Tensor, levels: Sequence[int], grid: int = 96,
+                      negative_step: float = 1.0) -> torch.Tensor:
     """Per row of (R, N) activations, the threshold among `grid` fractions of the row's largest magnitude with
     the least count_error summed over `levels`."""
     peak = rows.abs().max(1).values.clamp(min=1e-3)[:, None]
     fractions = torch.linspace(1.0 / grid, 1.0, grid)
-    errors = torch.stack([sum(count_error(rows, peak * f, int(L)) for L in levels) for f in fractions])
+    errors = torch.stack([sum(count_error(rows, peak * f, int(L), negative_step) for L in levels)
+                          for f in fractions])
     return peak[:, 0] * fractions[errors.argmin(0)]
 
 
 class LeastErrorObserver:
     """Per-channel and per-layer thresholds with the least count_error at `levels`, from a random sample of
-    `samples` activations per channel and image (seeded: the same images give the same scales)."""
+    `samples` activations per channel and image (seeded: the same images give the same scales); negative_step:
+    count_error's, for leaky units with fine negative events."""
 
-    def __init__(self, levels: Sequence[int], samples: int = 2048, seed: int = 0):
+    def __init__(self, levels: Sequence[int], samples: int = 2048, seed: int = 0, negative_step: float = 1.0):
         self.levels, self.samples = [int(L) for L in levels], int(samples)
+        self.negative_step = float(negative_step)
         self.generator = torch.Generator().manual_seed(seed)
         self.kept = []
         self.source = f"least count error at T = {', '.join(map(str, self.levels))}"
@@ -89,5 +94,5 @@ class LeastErrorObserver:
         if granularity not in self._scales:
             rows = torch.cat(self.kept, 1)
             self._scales[granularity] = least_error_scale(rows if granularity == "channel" else rows.reshape(1, -1),
-                                                          self.levels)
+                                                          self.levels, negative_step=self.negative_step)
         return self._scales[granularity]
