@@ -38,6 +38,10 @@ def _add_convert_arguments(parser):
     parser.add_argument("--first-copies", type=checks.first_copies, metavar="K",
                         help="K neurons per channel in the first layer, with staggered initial potentials: K * T "
                         "levels in T steps for K times its spikes (default: what the network was trained for, else 1)")
+    parser.add_argument("--negative-events", choices=CHOICES["negative_events"],
+                        help="leaky neurons' negative events: whole (worth a positive one) or fine (worth the slope "
+                        "alpha: the negative side at a finer step; burst neurons) (default: fine for burst neurons "
+                        "of a network trained for it, else whole)")
     parser.add_argument("--v-init", type=checks.fraction, default=DEFAULTS["v_init"],
                         help=f"initial membrane potential / threshold, in [0, 1] (default: {DEFAULTS['v_init']})")
     parser.add_argument("--reset", choices=CHOICES["reset"], default=DEFAULTS["reset"],
@@ -63,8 +67,8 @@ def _run_convert(args, parser):
                                   normalization=args.normalization, scales=args.scales,
                                   percentile=args.percentile, threshold_scale=args.threshold_scale,
                                   v_init=args.v_init, reset=args.reset, first_copies=args.first_copies,
-                                  spikes=args.spikes, leaky=args.leaky, timesteps=args.timesteps,
-                                  allow_long_t=args.allow_long_t)
+                                  negative_events=args.negative_events, spikes=args.spikes, leaky=args.leaky,
+                                  timesteps=args.timesteps, allow_long_t=args.allow_long_t)
     layers = len(snn.network.meta["scales"])
     print(f"converted {layers} spiking layers ({args.normalization}-wise normalization, {args.spikes} spikes)"
           f" -> {args.output}")

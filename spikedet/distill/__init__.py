@@ -127,8 +127,9 @@ def distill(weights: Source, cfg: Source, images: Union[Source, Sequence[Source]
     channel (its unit quantizes to k * L levels; spikedet.snn.population), recorded in the checkpoint so that
     conversion makes those neurons. fine_negative: train for leaky neurons whose negative events are worth the
     slope alpha of a positive one (DualErrorSettings.fine_negative; burst neurons), recorded alike. ema: the
-    decay of an exponential moving average of the student's parameters, updated after every step; when > 0 the average (not the last step's weights) is what the
-    selection loss scores and the checkpoints hold (student.weight_average).
+    decay of an exponential moving average of the student's parameters, updated after every step; when > 0 the
+    average (not the last step's weights) is what the selection loss scores and the checkpoints hold
+    (student.weight_average).
     selection: images held out of training (drawn by `selection_seed`, default `seed`), whose head loss at each
     level and for the float network is recorded at the end and every `select_every` steps; the network of each
     such step is kept as NAME.stepN.pt (kept_path), so a shorter run length the measure prefers can be shipped.

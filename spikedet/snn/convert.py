@@ -32,7 +32,7 @@ LEAKY_MODES = CHOICES["leaky"]
 REBUILD = "rebuild"  # a network only rebuilt, its weights to be loaded from a saved SNN
 # the conversion options an SNN file records (besides the T it was meant for)
 OPTION_KEYS = ("normalization", "scales", "percentile", "threshold_scale", "v_init", "reset", "spikes", "leaky",
-               "first_copies")
+               "first_copies", "negative_events")
 Observer = Union[PercentileObserver, LeastErrorObserver]
 
 
@@ -72,11 +72,18 @@ class Converter:
     """
 
     def __init__(self, model: nn.Module, normalization: str, observers, v_init: float, reset: str, spikes: str,
-                 threshold_scale: float = DEFAULTS["threshold_scale"]):
+                 threshold_scale: float = DEFAULTS["threshold_scale"], negative_events: str = "whole"):
         if normalization not in NORMALIZATIONS:
             raise SpikedetError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        if negative_events not in CHOICES["negative_events"]:
+            raise SpikedetError(f"negative_events must be one of {CHOICES['negative_events']}, got {negative_events!r}")
+        kind = NEURON_KINDS.get(spikes)
+        if negative_events == "fine" and kind is not None and not kind.fine_ok:
+            fine = ", ".join(k for k, c in NEURON_KINDS.items() if c.fine_ok)
+            raise SpikedetError(f"fine negative events are graded events of {fine} neurons, not {spikes} ones: "
+                                "convert with negative_events='whole'")
         self.model, self.normalization, self.observers = model, normalization, observers
-        self.threshold_scale = float(threshold_scale)
+        self.threshold_scale, self.fine_negative = float(threshold_scale), negative_events == "fine"
         self.v_init, self.reset, self.spikes = v_init, reset, spikes
         self.scale_sources = []  # one entry per spiking layer: where its scale came from
 
@@ -107,7 +114,8 @@ class Converter:
             leaky = ", ".join(k for k, c in NEURON_KINDS.items() if c.leaky_ok)
             raise SpikedetError(f"leaky ReLU units convert with {leaky} neurons (binary: Spiking-YOLO's imbalanced "
                                 "threshold); or replace them by ReLU (leaky='relu')")
-        return make_neuron(self.spikes, self.v_init, "subtract" if slope else self.reset, slope)
+        return make_neuron(self.spikes, self.v_init, "subtract" if slope else self.reset, slope,
+                           bool(slope) and self.fine_negative)
 
     def conv_block(self, name: str, block: nn.Module, in_scale: torch.Tensor):
         """A conv(+bn)(+activation) block -> (SpikingConv or Integrator, output scale)."""
@@ -204,6 +212,9 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     leaky: "keep" (leaky ReLU units become leaky neurons) or "relu" (replaced by ReLU first).
     first_copies: k neurons per channel in the first layer, counting k * T levels in T steps (population.py);
         default: what the network was trained for (its dual-error record), else 1.
+    negative_events: "whole" (a leaky neuron's negative events are worth a positive one) or "fine" (worth its
+        slope alpha: burst neurons only; neurons.Neuron.negative_worth); default: "fine" for burst neurons of
+        a network trained for it (DualErrorSettings.fine_negative), else "whole".
     """
     o = conversion_options(**options)
     model = reference_ann(model, o["leaky"])
@@ -217,6 +228,15 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
                 (lambda: LeastErrorObserver([o["timesteps"]])))
         observers = observe_activations(model, calibration_images, make, batch_size)
     return _build(model, observers, o)
+
+
+def _check_one_negative_worth(snn: SpikingNetwork) -> None:
+    """Fine negative events are counted per synapse as events of one worth (statistics.SpikeMonitor): refused for a
+    network whose leaky units have several slopes."""
+    worths = {m.negative_worth for m in snn.modules() if isinstance(m, Neuron) and m.negative_worth != 1.0}
+    if len(worths) > 1:
+        raise SpikedetError(f"fine negative events need one slope for every leaky unit, got {sorted(worths)}: "
+                            "convert with negative_events='whole'")
 
 
 def rebuild(model: nn.Module, options: dict) -> SpikingNetwork:
@@ -236,9 +256,12 @@ def reference_ann(model: nn.Module, leaky: str = DEFAULTS["leaky"]) -> nn.Module
 
 
 def _build(model: nn.Module, observers, o: dict) -> SpikingNetwork:
-    snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"],
-                    o["threshold_scale"]).build()
     dual_error = getattr(model, "dual_error", None) or getattr(model, "yaml", {}).get("dual_error") or {}
+    trained_fine = dual_error.get("fine_negative", False) and o["spikes"] == "burst"
+    o["negative_events"] = o["negative_events"] or ("fine" if trained_fine else "whole")
+    snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"],
+                    o["threshold_scale"], o["negative_events"]).build()
+    _check_one_negative_worth(snn)
     o["first_copies"] = int(o["first_copies"] or dual_error.get("first_copies", 1))
     make_population(snn.layers, snn.sources, snn.saved, o["first_copies"])
     o["timesteps"] = o["timesteps"] or dual_error.get("levels")

@@ -80,6 +80,9 @@ def check_meta(meta, path) -> dict:
     for key, choices in [*((key, CHOICES[key]) for key in OPTION_CHOICES), ("spikes", neuron_kinds())]:
         if options.get(key) not in choices:
             raise fail(path, f"stored {key} must be one of {choices}, got {options.get(key)!r}")
+    if options.get("negative_events") not in (None, *CHOICES["negative_events"]):  # None: written before the option
+        raise fail(path, f"stored negative_events must be one of {CHOICES['negative_events']}, got "
+                         f"{options.get('negative_events')!r}")
     check_stored(path, percentile=options.get("percentile"), threshold_scale=options.get("threshold_scale"),
                  v_init=options.get("v_init"), timesteps=options.get("timesteps"),
                  first_copies=options.get("first_copies"))

@@ -145,6 +145,9 @@ def check_unrollable(model: nn.Module, reset: str):
         if act.copies > 1:
             raise SpikedetError(f"layer {name}: its unit is run by {act.copies} neurons per channel (first_copies), "
                                 "and the unrolled SNN has one")
+        if act.settings.fine_negative:
+            raise SpikedetError(f"layer {name}: its unit is trained for fine negative events (burst neurons), and "
+                                "the unrolled SNN's binary neurons fire whole ones")
     if not isinstance(model.model[-1], (Detect, DarknetHead)):
         raise SpikedetError(f"the last layer must be ultralytics' Detect head or darknet's [yolo] head, got "
                             f"{type(model.model[-1]).__name__}")

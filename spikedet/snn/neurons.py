@@ -97,11 +97,11 @@ def neuron_kinds() -> tuple:
 
 
 def make_neuron(kind: str, v_init: float = 0.5, reset: str = "subtract",
-                negative_slope: Optional[float] = None) -> "Neuron":
+                negative_slope: Optional[float] = None, fine_negative: bool = False) -> "Neuron":
     """The neuron of a kind by its name (a conversion option), or ValueError naming the known kinds."""
     if kind not in NEURON_KINDS:
         raise ValueError(f"spikes must be one of {neuron_kinds()}, got {kind!r}")
-    return NEURON_KINDS[kind](v_init, reset, negative_slope)
+    return NEURON_KINDS[kind](v_init, reset, negative_slope, fine_negative)
 
 
 class Neuron(MemoryModule):
@@ -112,11 +112,14 @@ class Neuron(MemoryModule):
     code outside this module compares kind names. Subclassing registers the kind under `kind`.
 
     negative_slope = alpha makes a neuron for leaky ReLU units (kinds with leaky_ok only). Synaptic operations
-    count |s_t|: a burst of k costs what k spikes cost.
+    count |s_t|: a burst of k costs what k spikes cost. fine_negative (kinds with fine_ok only): its negative
+    events are worth alpha of a positive one (`negative_worth`), so below zero it counts its input itself, not
+    alpha times it (DualErrorSettings.fine_negative).
     """
 
     kind: str = ""  # the name of the `spikes` conversion option
     leaky_ok = False  # has a variant for leaky ReLU units (negative_slope)
+    fine_ok = False  # its leaky variant may emit graded negative events worth alpha (fine_negative)
     resets = ("subtract",)  # reset modes it supports: "subtract" (the residue is kept) or "zero"
     multi_events = False  # may emit more than one spike per step
     negative_events = False  # may emit negative events (leaky neurons always do)
@@ -128,7 +131,8 @@ class Neuron(MemoryModule):
         if cls.kind:
             NEURON_KINDS[cls.kind] = cls
 
-    def __init__(self, v_init: float = 0.5, reset: str = "subtract", negative_slope: Optional[float] = None):
+    def __init__(self, v_init: float = 0.5, reset: str = "subtract", negative_slope: Optional[float] = None,
+                 fine_negative: bool = False):
         super().__init__()
         if reset not in self.resets:
             raise ValueError(f"{self.kind} neurons reset by {' or '.join(self.resets)}, not {reset!r}")
@@ -136,7 +140,12 @@ class Neuron(MemoryModule):
             raise ValueError(f"leaky neurons need 0 < negative_slope < 1, reset by subtraction and a kind with a "
                              f"leaky variant ({', '.join(k for k, c in NEURON_KINDS.items() if c.leaky_ok)}), "
                              f"got {self.kind} with {negative_slope!r}")
+        if fine_negative and (negative_slope is None or not self.fine_ok):
+            raise ValueError(f"fine negative events are for leaky neurons of a kind with graded events "
+                             f"({', '.join(k for k, c in NEURON_KINDS.items() if c.fine_ok)}), got {self.kind} with "
+                             f"negative_slope {negative_slope!r}")
         self.v_init, self.reset_mode, self.negative_slope = float(v_init), reset, negative_slope
+        self.negative_worth = float(negative_slope) if fine_negative else 1.0  # one negative event, in positive ones
         self.negative_events = self.negative_events or negative_slope is not None
         # per-neuron initial potentials (C, 1, 1) in place of v_init: a first-layer population (population.py);
         # derived from the conversion options, so not saved
@@ -148,7 +157,8 @@ class Neuron(MemoryModule):
 
     def extra_repr(self):
         start = "staggered" if self.staggered is not None else self.v_init
-        return f"v_init={start}, reset={self.reset_mode}, negative_slope={self.negative_slope}"
+        fine = f", negative_worth={self.negative_worth}" if self.negative_worth != 1.0 else ""
+        return f"v_init={start}, reset={self.reset_mode}, negative_slope={self.negative_slope}{fine}"
 
     def initial_potential(self):
         """v_init, or the population's per-neuron initial potentials (a tensor broadcasting over (N, C, H, W))."""
@@ -184,10 +194,14 @@ class Neuron(MemoryModule):
 
     def count(self, total: torch.Tensor, t) -> torch.Tensor:
         """The quantized activation: clip(floor(total + v_init), 0, t), leaky: clip(floor(leaky(total) +
-        v_init), -t, t). The net count after t steps whose input summed to `total`, where exact."""
+        v_init), -t, t), fine negative events: c = floor(total + v_init), min(c, t) or max(alpha c, -t) below
+        zero. The net count after t steps whose input summed to `total`, where exact (in positive events)."""
         v_init = self.initial_potential()
         if self.negative_slope is None:
             return torch.minimum(torch.floor(total + v_init).clamp(min=0), t)
+        if self.negative_worth != 1.0:
+            c = torch.floor(total + v_init)
+            return torch.where(c < 0, torch.maximum(c * self.negative_worth, -t), torch.minimum(c, t))
         leaky = torch.where(total >= 0, total, self.negative_slope * total)
         return torch.maximum(torch.minimum(torch.floor(leaky + v_init), t), -t)
 
@@ -200,6 +214,9 @@ class Neuron(MemoryModule):
         v_init = self.initial_potential()
         if self.negative_slope is None:
             return total.add_(v_init).floor_().clamp_(0, steps)
+        if self.negative_worth != 1.0:
+            c = total.add_(v_init).floor_()
+            return torch.where(c < 0, c.mul(self.negative_worth).clamp_(min=-steps), c.clamp_(max=steps))
         return F.leaky_relu(total, self.negative_slope, inplace=True).add_(v_init).floor_().clamp_(-steps, steps)
 
     def monotone_in_constant_current(self) -> bool:
@@ -314,7 +331,7 @@ class BurstNeuron(Neuron):
     clip(floor(leaky(total input) + v_init), -t, t), the leaky activation quantized to 1/T. Every chunk is one
     cumulative sum of count() (Neuron._cumulative), so it needs no per-step fire."""
 
-    kind, leaky_ok, multi_events, exact_count = "burst", True, True, True
+    kind, leaky_ok, fine_ok, multi_events, exact_count = "burst", True, True, True, True
 
 
 def give_back(slope: float) -> float:

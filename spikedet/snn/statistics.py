@@ -1,8 +1,10 @@
 """Spike statistics and the energy estimate, gathered by forward hooks only while a monitor is attached.
 
 SOP_l = (input events per input neuron) * MACs_l, i.e. input rate x T x MACs_l per image; a burst of k
-counts as k spikes. E_SNN = E_MAC * MACs(analog input layers) + E_AC * sum SOP, E_ANN = E_MAC * MACs of the ANN
-the SNN converts (a first-layer population has k times its MACs and its reader's: population.py).
+counts as k spikes, and a fine negative event (worth alpha, Neuron.negative_worth) as one: a step in which a
+neuron's count crosses zero is counted by its net change, fewer than the events it makes. E_SNN = E_MAC *
+MACs(analog input layers) + E_AC * sum SOP, E_ANN = E_MAC * MACs of the ANN the SNN converts (a first-layer
+population has k times its MACs and its reader's: population.py).
 """
 from collections import defaultdict
 
@@ -17,6 +19,13 @@ E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
 
+def events(s, negative_worth: float = 1.0) -> float:
+    """The events in an event tensor: its positive values, and its negative ones in units of negative_worth."""
+    if negative_worth == 1.0:
+        return float(s.abs().sum())
+    return float(s.clamp(min=0).sum()) + float(s.clamp(max=0).sum()) / -negative_worth
+
+
 class SpikeMonitor:
     """Context manager: counts, per layer, the events arriving at its synapses, its MACs per image and the
     spikes its neurons emit, for every simulation run while attached (SpikingJelly's monitors)."""
@@ -29,6 +38,8 @@ class SpikeMonitor:
         for name, m in self.network.named_modules():
             if isinstance(m, (SpikingConv, Integrator)):
                 self.layers[name] = defaultdict(float)
+        worths = {m.negative_worth for m in self.network.modules() if isinstance(m, Neuron)} - {1.0}
+        self.negative_worth = worths.pop() if len(worths) == 1 else 1.0  # one worth (convert checks it)
         self.monitor = ActivationMonitor(self.network, lambda name, m: isinstance(m, (SpikingConv, Integrator, Neuron)),
                                          self._record)
         return self
@@ -41,7 +52,7 @@ class SpikeMonitor:
         """A layer: its MACs and the events arriving at its synapses; a neuron: the spikes it emits."""
         if isinstance(m, Neuron):
             row = self.layers[name.rsplit(".", 1)[0]]  # the SpikingConv holding it
-            row["spikes"] += float(output.abs().sum())
+            row["spikes"] += events(output, m.negative_worth)
             row["neurons"] = output[0, 0].numel()
             return
         row, conv, x = self.layers[name], m.conv, inputs[0]
@@ -49,7 +60,7 @@ class SpikeMonitor:
         row["macs"] = output[0, 0].numel() * fan_in
         row["ann_macs"] = row["macs"] * getattr(m, "ann_share", 1.0)
         if not isinstance(x, Static):  # spike-driven: count arriving events
-            row["input_events"] += float(x.abs().sum())
+            row["input_events"] += events(x, self.negative_worth)
             row["input_neurons"] = x[0, 0].numel()
 
     def clear(self):
