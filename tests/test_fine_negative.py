@@ -175,3 +175,15 @@ def test_distill_loss_scores_the_network_with_the_negative_events_asked_for(tmp_
     student = mark_fine_negative(load_ann(out).float().eval(), True)
     assert losses["fine"] == pytest.approx(selection_loss(student, teacher, paths, 32, [4])["4"], abs=1e-6)
     assert losses["fine"] != pytest.approx(losses["whole"], abs=1e-4)
+
+
+def test_thresholds_fitted_at_conversion_are_fitted_to_the_negative_events_asked_for(tmp_path):
+    """convert(scales="mse") of a leaky network without learned thresholds fits each to the neuron it makes."""
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(tiny_cfg())
+    teacher = randomize(DarknetModel(cfg), seed=3).eval()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    scales = {negative: [row["scale_max"] for row in convert(teacher, x, scales="mse", timesteps=4,
+                                                            negative_events=negative).meta["scales"]]
+              for negative in ("whole", "fine")}
+    assert scales["whole"] != scales["fine"]

@@ -33,7 +33,7 @@ def channel_scales(model: nn.Module, images: torch.Tensor, q: float = INIT_PERCE
                    batch_size: int = 8) -> List[torch.Tensor]:
     """Per leaky layer, the q-th percentile per channel of the float network's activations (the converter's
     channel-wise normalization of a network without learned thresholds)."""
-    return _scales(model, images, lambda: PercentileObserver(q), batch_size)
+    return _scales(model, images, lambda act: PercentileObserver(q), batch_size)
 
 
 @torch.no_grad()
@@ -43,12 +43,12 @@ def mse_scales(model: nn.Module, images: torch.Tensor, levels: Sequence[int], ba
     float network's activations, summed over `levels` (calibration.LeastErrorObserver, `samples` activations
     per channel and image); the first layer's over its first_copies * levels (DualErrorSettings.first_copies),
     the negative side in steps of the slope's share with fine_negative."""
-    made, slopes = [], [act.negative_slope for act in leaky_activations(model)]
+    made = []
 
-    def observer():  # called once per activation, in module order: the first is the first layer's
+    def observer(act):  # called once per activation, in module order: the first is the first layer's
         copies = 1 if made else first_copies
-        step = slopes[len(made)] if fine_negative else 1.0
         made.append(copies)
+        step = getattr(act, "negative_slope", 1.0) if fine_negative else 1.0
         return LeastErrorObserver([L * copies for L in levels], samples, negative_step=step)
 
     return _scales(model, images, observer, batch_size)

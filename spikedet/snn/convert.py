@@ -53,11 +53,11 @@ def activation_of(block: nn.Module) -> Optional[nn.Module]:
     return None if act is None or isinstance(act, nn.Identity) else act
 
 
-def observe_activations(model: nn.Module, images: torch.Tensor, make_observer: Callable[[], Observer],
+def observe_activations(model: nn.Module, images: torch.Tensor, make_observer: Callable[[nn.Module], Observer],
                         batch_size: int = 8) -> Dict[nn.Module, Observer]:
-    """An observer (calibration.PercentileObserver or LeastErrorObserver) per activation module, fed its outputs
-    over the calibration images by hooks."""
-    observers = {act: make_observer() for act in map(activation_of, model.modules()) if act is not None}
+    """An observer (calibration.PercentileObserver or LeastErrorObserver) per activation module, made for it (in
+    module order) and fed its outputs over the calibration images by hooks."""
+    observers = {act: make_observer(act) for act in map(activation_of, model.modules()) if act is not None}
     with ActivationMonitor(model, lambda _, m: m in observers, lambda _, m, __, out: observers[m].update(out)):
         for k in range(0, len(images), batch_size):
             model(images[k:k + batch_size].float())
@@ -224,8 +224,10 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     if o["scales"] == "mse" and not o["timesteps"]:
         raise SpikedetError("scales='mse' fits the thresholds to a number of steps: give timesteps")
     if calibration_images is not None:
-        make = ((lambda: PercentileObserver(o["percentile"])) if o["scales"] == "percentile" else
-                (lambda: LeastErrorObserver([o["timesteps"]])))
+        fine = _negative_events(model, o) == "fine"
+        make = ((lambda act: PercentileObserver(o["percentile"])) if o["scales"] == "percentile" else
+                (lambda act: LeastErrorObserver([o["timesteps"]], negative_step=getattr(act, "negative_slope", 1.0)
+                                                if fine else 1.0)))
         observers = observe_activations(model, calibration_images, make, batch_size)
     return _build(model, observers, o)
 
@@ -255,10 +257,19 @@ def reference_ann(model: nn.Module, leaky: str = DEFAULTS["leaky"]) -> nn.Module
     return (leaky_to_relu(model) if leaky == "relu" else copy.deepcopy(model)).float().eval()
 
 
+def _dual_error_record(model: nn.Module) -> dict:
+    return getattr(model, "dual_error", None) or getattr(model, "yaml", {}).get("dual_error") or {}
+
+
+def _negative_events(model: nn.Module, o: dict) -> str:
+    """The negative_events option, or its default: fine for burst neurons of a network trained for them."""
+    trained_fine = _dual_error_record(model).get("fine_negative", False) and o["spikes"] == "burst"
+    return o["negative_events"] or ("fine" if trained_fine else "whole")
+
+
 def _build(model: nn.Module, observers, o: dict) -> SpikingNetwork:
-    dual_error = getattr(model, "dual_error", None) or getattr(model, "yaml", {}).get("dual_error") or {}
-    trained_fine = dual_error.get("fine_negative", False) and o["spikes"] == "burst"
-    o["negative_events"] = o["negative_events"] or ("fine" if trained_fine else "whole")
+    dual_error = _dual_error_record(model)
+    o["negative_events"] = _negative_events(model, o)
     snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"],
                     o["threshold_scale"], o["negative_events"]).build()
     _check_one_negative_worth(snn)
