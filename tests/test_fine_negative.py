@@ -183,7 +183,8 @@ def test_thresholds_fitted_at_conversion_are_fitted_to_the_negative_events_asked
     cfg.write_text(tiny_cfg())
     teacher = randomize(DarknetModel(cfg), seed=3).eval()
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    scales = {negative: [row["scale_max"] for row in convert(teacher, x, scales="mse", timesteps=4,
-                                                            negative_events=negative).meta["scales"]]
-              for negative in ("whole", "fine")}
+    scales = {}
+    for negative in ("whole", "fine"):
+        snn = convert(teacher, x, scales="mse", timesteps=4, negative_events=negative)
+        scales[negative] = [row["scale_max"] for row in snn.meta["scales"]]
     assert scales["whole"] != scales["fine"]
