@@ -17,6 +17,24 @@ needs_real_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no staged
 YOLOV3_TINY_CFG = Path(__file__).resolve().parents[1] / "configs" / "darknet" / "yolov3-tiny.cfg"
 
 
+def assert_snn_is_its_network(snn, model, x, copies=1, levels=(4, 8)):
+    """The burst SNN, closed form and steps, equals the dual-error network at L = T for each T in `levels` (its
+    first unit run by `copies` neurons per channel); returns the network's output at the last T."""
+    from spikedet.distill import set_levels
+    from spikedet.model.activation import mark_first_copies
+
+    for steps in levels:
+        set_levels(model, steps)
+        mark_first_copies(model, copies)
+        with torch.no_grad():
+            ann = model(x)[0]
+            closed = snn.simulate(x, [steps], method="closed-form")[steps]
+            stepped = snn.simulate(x, [steps], method="steps", chunk=3)[steps]
+        assert torch.allclose(closed, ann, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(stepped, ann, atol=1e-3, rtol=1e-3)
+    return ann
+
+
 def shown_lines(text: str):
     """The non-empty lines a terminal shows for this output: a carriage return goes back to the line's start and
     ESC[K clears it, so a progress bar that cleared itself shows nothing."""

@@ -1,7 +1,8 @@
 """Fine negative events (DualErrorSettings.fine_negative, convert negative_events="fine"): a leaky burst neuron
 whose negative events are worth alpha of a positive one quantizes its negative side in steps of alpha * lambda /
 L, to the floor -lambda; the converted SNN is exactly the dual-error network trained for it; a distilled run
-records it and conversion follows; what cannot hold it is refused in one line."""
+records it and conversion follows; what cannot hold it is refused in one line. distill-loss scores a network as
+converted with the neurons asked for (negative events, and a first-layer population's copies)."""
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from spikedet.api import SpikingYOLO
 from spikedet.cli import main
 from spikedet.darknet import DarknetModel, load_darknet
-from spikedet.distill import channel_scales, distill, load_batch, make_student, mse_scales, selection_loss, set_levels
+from spikedet.distill import channel_scales, distill, load_batch, make_student, mse_scales, selection_loss
 from spikedet.distill import training_images
 from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorSettings, dual_error, mark_fine_negative, mark_first_copies
@@ -20,8 +21,9 @@ from spikedet.snn.finetune import UnrolledSNN
 from spikedet.snn.neurons import BurstNeuron, Static
 from spikedet.snn.statistics import SpikeMonitor, events
 
-from conftest import randomize
+from conftest import assert_snn_is_its_network, randomize
 from test_distill import make_files, tiny_cfg
+from test_population import tiny_student
 
 
 def test_the_negative_side_quantizes_in_steps_of_alpha_to_the_floor_minus_lambda():
@@ -57,11 +59,7 @@ def test_a_fine_burst_neuron_counts_its_input_itself_below_zero(v_init):
 @pytest.fixture
 def student(tmp_path):
     """A dual-error student with fine negative events of a randomized tiny darknet (leaky units)."""
-    cfg = tmp_path / "tiny.cfg"
-    cfg.write_text(tiny_cfg())
-    teacher = randomize(DarknetModel(cfg), seed=3).eval()
-    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    return make_student(teacher, 8, channel_scales(teacher, x), fine_negative=True).eval(), x
+    return tiny_student(tmp_path, fine_negative=True)
 
 
 @pytest.mark.parametrize("copies", [1, 3])
@@ -71,15 +69,7 @@ def test_the_fine_snn_is_the_network_trained_for_it(student, copies):
     model, x = student
     snn = convert(model, first_copies=copies)
     assert snn.meta["options"]["negative_events"] == "fine"
-    for steps in (4, 8):
-        set_levels(model, steps)
-        mark_first_copies(model, copies)
-        with torch.no_grad():
-            ann = model(x)[0]
-            closed = snn.simulate(x, [steps], method="closed-form")[steps]
-            stepped = snn.simulate(x, [steps], method="steps", chunk=3)[steps]
-        assert torch.allclose(closed, ann, atol=1e-4, rtol=1e-4)
-        assert torch.allclose(stepped, ann, atol=1e-3, rtol=1e-3)
+    ann = assert_snn_is_its_network(snn, model, x, copies)
     whole = convert(model, first_copies=copies, negative_events="whole")
     assert whole.meta["options"]["negative_events"] == "whole"
     with torch.no_grad():
@@ -161,7 +151,10 @@ def test_the_thresholds_start_where_fine_events_quantize_least(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(whole, fine))
 
 
-def test_distill_loss_scores_the_network_with_the_negative_events_asked_for(tmp_path):
+@pytest.mark.parametrize("flag, plain, asked, mark", [
+    ("--negative-events", "whole", "fine", lambda m: mark_fine_negative(m, True)),
+    ("--first-copies", "1", "3", lambda m: mark_first_copies(m, 3))])
+def test_distill_loss_scores_the_network_as_converted_with_the_neurons_asked_for(tmp_path, flag, plain, asked, mark):
     cfg, weights, names, folder = make_files(tmp_path)
     teacher = load_darknet(cfg, weights, names).eval()
     paths = training_images(folder)
@@ -169,12 +162,12 @@ def test_distill_loss_scores_the_network_with_the_negative_events_asked_for(tmp_
     common = ["distill-loss", "--weights", str(out), "--teacher", str(weights), "--cfg", str(cfg), "--names",
               str(names), "--images", str(folder), "--levels", "4", "--imgsz", "32"]
     losses = {}
-    for negative in ("whole", "fine"):
-        assert main(common + ["--negative-events", negative, "--json", str(tmp_path / f"{negative}.json")]) == 0
-        losses[negative] = json.loads((tmp_path / f"{negative}.json").read_text())["loss"]["4"]
-    student = mark_fine_negative(load_ann(out).float().eval(), True)
-    assert losses["fine"] == pytest.approx(selection_loss(student, teacher, paths, 32, [4])["4"], abs=1e-6)
-    assert losses["fine"] != pytest.approx(losses["whole"], abs=1e-4)
+    for value in (plain, asked):
+        assert main(common + [flag, value, "--json", str(tmp_path / f"{value}.json")]) == 0
+        losses[value] = json.loads((tmp_path / f"{value}.json").read_text())["loss"]["4"]
+    student = mark(load_ann(out).float().eval())
+    assert losses[asked] == pytest.approx(selection_loss(student, teacher, paths, 32, [4])["4"], abs=1e-6)
+    assert losses[asked] != pytest.approx(losses[plain], abs=1e-4)
 
 
 def test_thresholds_fitted_at_conversion_are_fitted_to_the_negative_events_asked_for(tmp_path):

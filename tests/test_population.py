@@ -2,19 +2,16 @@
 initial potentials count k * T levels in T steps, so the converted SNN is exactly the dual-error network whose
 first unit quantizes to k * L levels; a distilled run records k and conversion follows it; what cannot hold one
 is refused in one line."""
-import json
-
 import pytest
 import torch
 
 from spikedet.api import SpikingYOLO
-from spikedet.cli import main
 from spikedet.darknet import DarknetModel, load_darknet
-from spikedet.distill import (channel_scales, distill, load_batch, make_student, mse_scales, selection_loss, set_levels,
+from spikedet.distill import (channel_scales, distill, load_batch, make_student, mse_scales,
                               training_images)
 from spikedet.errors import SpikedetError
 from spikedet.model.activation import DualErrorSettings, mark_first_copies
-from spikedet.model.checkpoint import load_ann, save_ann
+from spikedet.model.checkpoint import save_ann
 from spikedet.snn import convert
 from spikedet.snn.finetune import UnrolledSNN
 from spikedet.snn.layers import ConcatChannels, SpikeMaxPool, SpikingConv
@@ -22,7 +19,7 @@ from spikedet.snn.neurons import BinaryNeuron, BurstNeuron, Static
 from spikedet.snn.population import make_population, staggered_v_init
 from spikedet.snn.statistics import SpikeMonitor
 
-from conftest import randomize
+from conftest import assert_snn_is_its_network, randomize
 from test_distill import make_files, tiny_cfg
 
 
@@ -44,14 +41,19 @@ def test_staggered_neurons_count_what_one_neuron_counts_in_k_times_the_steps(kin
     assert len(set(total.flatten().tolist())) > steps + 1  # more levels than one neuron has in T steps
 
 
-@pytest.fixture
-def student(tmp_path):
-    """A dual-error student of a randomized tiny darknet (leaky units, a max-pool after the first layer)."""
+def tiny_student(tmp_path, **settings):
+    """A dual-error student (make_student's settings) of a randomized tiny darknet (leaky units, a max-pool after
+    the first layer), and two images."""
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(tiny_cfg())
     teacher = randomize(DarknetModel(cfg), seed=3).eval()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    return make_student(teacher, 8, channel_scales(teacher, x)).eval(), x
+    return make_student(teacher, 8, channel_scales(teacher, x), **settings).eval(), x
+
+
+@pytest.fixture
+def student(tmp_path):
+    return tiny_student(tmp_path)
 
 
 @pytest.mark.parametrize("copies", [1, 3])
@@ -62,15 +64,7 @@ def test_the_population_snn_is_the_network_with_its_first_unit_at_k_levels(stude
     snn = convert(model, first_copies=copies)
     channels = model.model[0].conv.out_channels
     assert snn.meta["options"]["first_copies"] == copies and snn.layers[0].conv.out_channels == channels * copies
-    for steps in (4, 8):
-        set_levels(model, steps)
-        mark_first_copies(model, copies)
-        with torch.no_grad():
-            ann = model(x)[0]
-            closed = snn.simulate(x, [steps], method="closed-form")[steps]
-            stepped = snn.simulate(x, [steps], method="steps", chunk=3)[steps]
-        assert torch.allclose(closed, ann, atol=1e-4, rtol=1e-4)
-        assert torch.allclose(stepped, ann, atol=1e-3, rtol=1e-3)
+    ann = assert_snn_is_its_network(snn, model, x, copies)
     if copies > 1:
         mark_first_copies(model, 1)
         with torch.no_grad():
@@ -154,22 +148,6 @@ def test_the_energy_report_counts_the_population_against_the_ann_it_converts(stu
     assert three["layers"][0]["macs"] == 3 * one["layers"][0]["macs"]
     assert three["layers"][0]["spikes"] > 2 * one["layers"][0]["spikes"]
     assert three["energy_pj"]["snn"] > one["energy_pj"]["snn"]
-
-
-def test_distill_loss_scores_the_network_as_converted_with_its_copies(tmp_path):
-    cfg, weights, names, folder = make_files(tmp_path)
-    teacher = load_darknet(cfg, weights, names).eval()
-    paths = training_images(folder)
-    out = save_ann(make_student(teacher, 4, channel_scales(teacher, load_batch(paths, 32))), tmp_path / "s.pt")
-    common = ["distill-loss", "--weights", str(out), "--teacher", str(weights), "--cfg", str(cfg), "--names",
-              str(names), "--images", str(folder), "--levels", "4", "--imgsz", "32"]
-    losses = {}
-    for copies in (1, 3):
-        assert main(common + ["--first-copies", str(copies), "--json", str(tmp_path / f"k{copies}.json")]) == 0
-        losses[copies] = json.loads((tmp_path / f"k{copies}.json").read_text())["loss"]["4"]
-    student = mark_first_copies(load_ann(out).float().eval(), 3)
-    assert losses[3] == pytest.approx(selection_loss(student, teacher, paths, 32, [4])["4"], abs=1e-6)
-    assert losses[3] != pytest.approx(losses[1], abs=1e-4)
 
 
 def test_the_unrolled_binary_snn_refuses_a_population(student):
