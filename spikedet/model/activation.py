@@ -160,8 +160,8 @@ class _DualError(torch.autograd.Function):
     the residue estimator is on. All three cases are (y - x * inside) / lambda (outside, y = +-lambda or 0), and
     (y - y * inside) / lambda without the residue; lambda is constant over the summed axes, so the division
     comes after the sum (a finer negative step keeps y = lambda * f(x / lambda), so the same holds). Written with
-    few passes over the maps: the activation is most of a distillation
-    step's elementwise work (tools/benchmark_distill.py).
+    few passes over the maps: the activation is most of a distillation step's elementwise work
+    (tools/benchmark_distill.py).
     """
 
     @staticmethod
