@@ -18,7 +18,7 @@ from spikedet.model.activation import DualErrorSettings, dual_error, mark_fine_n
 from spikedet.model.checkpoint import load_ann, save_ann
 from spikedet.snn import convert
 from spikedet.snn.finetune import UnrolledSNN
-from spikedet.snn.neurons import BurstNeuron, Static
+from spikedet.snn.neurons import BurstNeuron, Static, negative_worth
 from spikedet.snn.statistics import SpikeMonitor, events
 
 from conftest import assert_snn_is_its_network, randomize
@@ -181,3 +181,12 @@ def test_thresholds_fitted_at_conversion_are_fitted_to_the_negative_events_asked
         snn = convert(teacher, x, scales="mse", timesteps=4, negative_events=negative)
         scales[negative] = [row["scale_max"] for row in snn.meta["scales"]]
     assert scales["whole"] != scales["fine"]
+
+
+def test_a_network_has_one_negative_worth_or_is_refused():
+    """The energy report counts events of one worth: the alpha the fine neurons share, 1 without them."""
+    fine = [BurstNeuron(0.5, "subtract", a, fine_negative=True) for a in (0.1, 0.2)]
+    assert negative_worth(torch.nn.Sequential(BurstNeuron(0.5, "subtract", 0.1))) == 1.0
+    assert negative_worth(torch.nn.Sequential(fine[0], BurstNeuron())) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="one slope for every leaky unit"):
+        negative_worth(torch.nn.Sequential(*fine))

@@ -22,7 +22,7 @@ from ..routing import routed_input
 from .engine import SpikingNetwork
 from .heads import DecodingHead, SpikingDetect
 from .layers import Integrator, SpikeMaxPool, SpikingConv
-from .neurons import NEURON_KINDS, Neuron, make_neuron
+from .neurons import NEURON_KINDS, Neuron, make_neuron, negative_worth
 from .normalize import fold_batchnorm, normalize_conv
 from .population import make_population
 from .registry import convert_module
@@ -224,21 +224,13 @@ def convert(model: nn.Module, calibration_images: Optional[torch.Tensor] = None,
     if o["scales"] == "mse" and not o["timesteps"]:
         raise SpikedetError("scales='mse' fits the thresholds to a number of steps: give timesteps")
     if calibration_images is not None:
-        fine = _negative_events(model, o) == "fine"
+        o["negative_events"] = _negative_events(model, o)
+        fine = o["negative_events"] == "fine"
         make = ((lambda act: PercentileObserver(o["percentile"])) if o["scales"] == "percentile" else
                 (lambda act: LeastErrorObserver([o["timesteps"]], negative_step=getattr(act, "negative_slope", 1.0)
                                                 if fine else 1.0)))
         observers = observe_activations(model, calibration_images, make, batch_size)
     return _build(model, observers, o)
-
-
-def _check_one_negative_worth(snn: SpikingNetwork) -> None:
-    """Fine negative events are counted per synapse as events of one worth (statistics.SpikeMonitor): refused for a
-    network whose leaky units have several slopes."""
-    worths = {m.negative_worth for m in snn.modules() if isinstance(m, Neuron) and m.negative_worth != 1.0}
-    if len(worths) > 1:
-        raise SpikedetError(f"fine negative events need one slope for every leaky unit, got {sorted(worths)}: "
-                            "convert with negative_events='whole'")
 
 
 def rebuild(model: nn.Module, options: dict) -> SpikingNetwork:
@@ -272,7 +264,10 @@ def _build(model: nn.Module, observers, o: dict) -> SpikingNetwork:
     o["negative_events"] = _negative_events(model, o)
     snn = Converter(model, o["normalization"], observers, o["v_init"], o["reset"], o["spikes"],
                     o["threshold_scale"], o["negative_events"]).build()
-    _check_one_negative_worth(snn)
+    try:
+        negative_worth(snn)  # the energy report counts events of one worth
+    except ValueError as e:
+        raise SpikedetError(f"{e}: convert with negative_events='whole'") from None
     o["first_copies"] = int(o["first_copies"] or dual_error.get("first_copies", 1))
     make_population(snn.layers, snn.sources, snn.saved, o["first_copies"])
     o["timesteps"] = o["timesteps"] or dual_error.get("levels")

@@ -334,6 +334,15 @@ class BurstNeuron(Neuron):
     kind, leaky_ok, fine_ok, multi_events, exact_count = "burst", True, True, True, True
 
 
+def negative_worth(network) -> float:
+    """What one negative event is worth in `network`, in positive ones: the alpha its fine-event neurons share, else
+    1. ValueError when they have several (an event count needs one: statistics.SpikeMonitor)."""
+    worths = {m.negative_worth for m in network.modules() if isinstance(m, Neuron)} - {1.0}
+    if len(worths) > 1:
+        raise ValueError(f"fine negative events need one slope for every leaky unit, got {sorted(worths)}")
+    return worths.pop() if worths else 1.0
+
+
 def give_back(slope: float) -> float:
     """1/alpha as the float32 division computes it: `negative / alpha` for negative = 1, so adding it (exactly,
     times 0 or 1) equals the division."""

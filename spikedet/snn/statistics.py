@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from ..monitor import ActivationMonitor
 from .layers import Integrator, SpikingConv
-from .neurons import Neuron, Static
+from .neurons import Neuron, Static, negative_worth
 
 # Energy per operation, 45 nm CMOS (Horowitz, ISSCC 2014): a 32-bit float multiply-accumulate (3.7 pJ
 # multiply + 0.9 pJ add) for every ANN MAC and for the SNN's analog input layer; one 0.9 pJ add per
@@ -38,8 +38,7 @@ class SpikeMonitor:
         for name, m in self.network.named_modules():
             if isinstance(m, (SpikingConv, Integrator)):
                 self.layers[name] = defaultdict(float)
-        worths = {m.negative_worth for m in self.network.modules() if isinstance(m, Neuron)} - {1.0}
-        self.negative_worth = worths.pop() if len(worths) == 1 else 1.0  # one worth (convert checks it)
+        self.negative_worth = negative_worth(self.network)  # of the events arriving at synapses
         self.monitor = ActivationMonitor(self.network, lambda name, m: isinstance(m, (SpikingConv, Integrator, Neuron)),
                                          self._record)
         return self
